@@ -1,0 +1,86 @@
+"""The exception hierarchy: one root, a stable machine-readable ``code`` on every class."""
+
+from __future__ import annotations
+
+
+class RunStateError(Exception):
+    """Root of every error runstate raises on purpose."""
+
+    code: str = "RUNSTATE_ERROR"
+
+
+class RunAlreadyExists(RunStateError):
+    """``bootstrap_run_tx`` found metadata for the run id already stored.
+
+    ``same_request`` tells, where the store could decide it, whether the stored run was
+    created by an identical request (same metadata and first event ids): the typical
+    outcome of a retry after an ambiguous commit. ``None`` means it was not checked.
+    """
+
+    code = "RUN_ALREADY_EXISTS"
+
+    def __init__(self, run_id: str, *, same_request: bool | None = None) -> None:
+        self.run_id = run_id
+        self.same_request = same_request
+        detail = ""
+        if same_request is True:
+            detail = " (created by an identical earlier request)"
+        elif same_request is False:
+            detail = " (created by a different request)"
+        super().__init__(f"run {run_id!r} already exists{detail}")
+
+
+class RunNotFound(RunStateError):
+    """The run id has no metadata in the store."""
+
+    code = "RUN_NOT_FOUND"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} not found")
+
+
+class ConcurrencyConflict(RunStateError):
+    """An append's ``expected_seq`` did not match the run's last seq; nothing was written."""
+
+    code = "CONCURRENCY_CONFLICT"
+
+    def __init__(self, run_id: str, *, expected_seq: int, actual_seq: int) -> None:
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+        super().__init__(
+            f"run {run_id!r}: expected last seq {expected_seq}, but it is {actual_seq}"
+        )
+
+
+class InvalidInput(RunStateError):
+    """The caller passed something the store refuses; nothing was written."""
+
+    code = "INVALID_INPUT"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class StoreUnavailable(RunStateError):
+    """The database could not be reached or was lost; ``retryable`` says whether to try again."""
+
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class InvalidTransition(RunStateError):
+    """The engine refused an event that is illegal from the run's current status."""
+
+    code = "INVALID_TRANSITION"
+
+    def __init__(self, run_id: str, *, from_status: str, event_type: str) -> None:
+        self.run_id = run_id
+        self.from_status = from_status
+        self.event_type = event_type
+        super().__init__(f"run {run_id!r}: {event_type} is not allowed from status {from_status}")

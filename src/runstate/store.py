@@ -1,0 +1,93 @@
+"""The interfaces every adapter implements, as ``typing.Protocol`` classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .types import (
+    AppendResult,
+    OutboxRecord,
+    OutboxStats,
+    RunBootstrapInput,
+    RunEventInput,
+    RunEventPersisted,
+    RunMetadata,
+)
+
+
+@runtime_checkable
+class RunStateStore(Protocol):
+    """Run metadata plus an append-only event log with a transactional outbox (ADR-0013)."""
+
+    async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
+        """Atomically store a new run's metadata, its first events and their outbox records."""
+        ...
+
+    async def append_and_enqueue_tx(
+        self,
+        run_id: str,
+        events: Sequence[RunEventInput],
+        *,
+        expected_seq: int | None = None,
+    ) -> AppendResult:
+        """Atomically append events to an existing run, with one outbox record per new event."""
+        ...
+
+    async def list_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[RunEventPersisted]:
+        """Return the run's events with ``seq > after_seq`` in seq order, at most ``limit``."""
+        ...
+
+    async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
+        """Return the run's metadata, or ``None`` if the run does not exist."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """The relay's view of the outbox; every built-in adapter implements it.
+
+    Claiming respects per-run order: a record is claimed only together with every earlier
+    undelivered record of its run, so two relays never hold records of one run out of order.
+    A record is claimable when it is not delivered, not dead, due (``available_at`` reached)
+    and not under an unexpired lease.
+    """
+
+    async def claim_outbox_batch(
+        self, *, owner: str, limit: int, lease_seconds: float
+    ) -> list[OutboxRecord]:
+        """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
+        ...
+
+    async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
+        """Record delivery of records leased by ``owner``; return how many were updated."""
+        ...
+
+    async def mark_failed(
+        self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
+        ...
+
+    async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
+        """Give back leased records undelivered, without counting an attempt."""
+        ...
+
+    async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
+        """Make dead-lettered records deliverable again; return how many."""
+        ...
+
+    async def outbox_stats(self) -> OutboxStats:
+        """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
+        ...
+
+    async def wait_for_outbox(self, timeout: float) -> None:
+        """Return when new records may be claimable, or after ``timeout`` seconds."""
+        ...

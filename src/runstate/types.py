@@ -1,0 +1,117 @@
+"""Value types of the store contract: frozen, keyword-only dataclasses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+"""What ``json`` round-trips exactly; anything else is refused with ``InvalidInput``."""
+
+
+def utc_now() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    """Return a fresh random event id (a UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+def _empty_labels() -> Mapping[str, str]:
+    return {}
+
+
+def _empty_payload() -> Mapping[str, JSON]:
+    return {}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunMetadata:
+    """What is known about a run when it is created; written once by ``bootstrap_run_tx``."""
+
+    run_id: str
+    workflow: str
+    workflow_version: str | None = None
+    tenant_id: str | None = None
+    parent_run_id: str | None = None
+    input: JSON = None
+    labels: Mapping[str, str] = field(default_factory=_empty_labels)
+    created_at: datetime = field(default_factory=utc_now)
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunEventInput:
+    """An event to append; ``event_id`` is its idempotency key inside one run."""
+
+    type: str
+    payload: Mapping[str, JSON] = field(default_factory=_empty_payload)
+    event_id: str = field(default_factory=new_event_id)
+    schema_version: int = 1
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunEventPersisted:
+    """An event as stored: the input plus its run, per-run ``seq`` and store-wide ``position``."""
+
+    run_id: str
+    seq: int
+    position: int
+    type: str
+    payload: Mapping[str, JSON]
+    event_id: str
+    schema_version: int
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunBootstrapInput:
+    """The first write of a run: its metadata and at least one first event."""
+
+    metadata: RunMetadata
+    first_events: Sequence[RunEventInput]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AppendResult:
+    """What a write did: the events appended, the event ids skipped as duplicates, the last seq."""
+
+    run_id: str
+    appended: tuple[RunEventPersisted, ...]
+    deduplicated: tuple[str, ...]
+    last_seq: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutboxRecord:
+    """One pending delivery of one stored event, as the relay claims it."""
+
+    outbox_id: int
+    event: RunEventPersisted
+    workflow: str
+    attempts: int
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+    @property
+    def message_id(self) -> str:
+        """The stable id brokers and consumers deduplicate on: ``<run_id>:<seq>``."""
+        return f"{self.event.run_id}:{self.event.seq}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutboxStats:
+    """A summary of the outbox for operators and metrics."""
+
+    pending: int
+    in_flight: int
+    dead: int
+    delivered: int
+    oldest_pending_at: datetime | None
