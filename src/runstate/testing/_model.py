@@ -100,7 +100,7 @@ async def _append(
     except RunNotFound:
         assert log is None
         return
-    except ConcurrencyConflict as conflict:  # noqa: PT017 (a model check, not a test)
+    except ConcurrencyConflict as conflict:
         assert log is not None
         assert expectation == "stale"
         assert conflict.actual_seq == len(log)
