@@ -101,9 +101,10 @@ async def _append(
         assert log is None
         return
     except ConcurrencyConflict as conflict:
+        actual_seq = conflict.actual_seq
         assert log is not None
         assert expectation == "stale"
-        assert conflict.actual_seq == len(log)
+        assert actual_seq == len(log)
         return
     assert log is not None
     assert expectation != "stale"
