@@ -6,11 +6,10 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from .errors import InvalidInput
-from .types import RunBootstrapInput, RunEventInput, RunMetadata
+from .types import JSON, RunBootstrapInput, RunEventInput, RunMetadata
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_ID_LENGTH = 255
@@ -21,31 +20,71 @@ _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Inside JSON strings only NUL and lone surrogates are refused: PostgreSQL text and jsonb reject
 # NUL, and no UTF-8 encoder accepts a lone surrogate.
 _FORBIDDEN_JSON_CHARS = re.compile(r"[\x00\ud800-\udfff]")
-_JSON_SCALARS = (str, int, float, bool, type(None))
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
 class CheckedEvent:
-    """An event that passed validation, with its payload already encoded as JSON text."""
+    """An event that passed validation: a private copy of its payload, and its JSON text.
 
-    event: RunEventInput
-    payload_json: str
+    The JSON text is encoded on first use, so adapters that keep Python objects (memory)
+    never pay for it, and SQL adapters pay once.
+    """
+
+    __slots__ = ("_payload_json", "event", "payload")
+
+    def __init__(self, event: RunEventInput, payload: dict[str, JSON], payload_json: str | None):
+        self.event = event
+        self.payload = payload
+        self._payload_json = payload_json
+
+    @property
+    def payload_json(self) -> str:
+        """The payload as compact JSON text."""
+        if self._payload_json is None:
+            self._payload_json = _encoder.encode(self.payload)
+        return self._payload_json
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
 class CheckedMetadata:
-    """Metadata that passed validation, with its input and labels encoded as JSON text."""
+    """Metadata that passed validation: private copies of its input and labels, and their
+    JSON text, encoded on first use."""
 
-    metadata: RunMetadata
-    input_json: str
-    labels_json: str
+    __slots__ = ("_input_json", "input", "labels", "metadata")
+
+    def __init__(
+        self,
+        metadata: RunMetadata,
+        input: JSON,
+        labels: dict[str, str],
+        input_json: str | None,
+    ) -> None:
+        self.metadata = metadata
+        self.input = input
+        self.labels = labels
+        self._input_json = input_json
+
+    @property
+    def input_json(self) -> str:
+        """The run input as compact JSON text."""
+        if self._input_json is None:
+            self._input_json = _encoder.encode(self.input)
+        return self._input_json
+
+    @property
+    def labels_json(self) -> str:
+        """The labels as compact JSON text."""
+        return _encoder.encode(self.labels)
+
+
+def _is_plain_identifier(value: object) -> bool:
+    # Fast path: printable strings hold no control characters or surrogates.
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
 
 
 def check_identifier(value: object, field: str, *, optional: bool = False) -> None:
     """Refuse ids and names that are not 1-255 characters of printable text."""
-    if value is None and optional:
+    if _is_plain_identifier(value) or (value is None and optional):
         return
     if type(value) is not str:
         raise InvalidInput(f"must be a string, got {type(value).__name__}", field=field)
@@ -77,71 +116,107 @@ def check_schema_version(value: object, field: str) -> None:
 
 def encode_json(value: object, field: str, *, max_bytes: int | None = None) -> str:
     """Check that ``value`` is plain JSON that round-trips exactly, and return its text."""
-    _check_json_tree(value, field)
-    text = _encoder.encode(value)
-    if max_bytes is not None and len(text) > max_bytes // 4:
-        size = len(text.encode("utf-8"))
-        if size > max_bytes:
-            raise InvalidInput(
-                f"is {size} bytes of JSON, over the limit of {max_bytes}", field=field
-            )
+    copy, bound = checked_json_copy(value, field)
+    text = _encoder.encode(copy)
+    if max_bytes is not None and bound > max_bytes:
+        _check_size(text, field, max_bytes)
     return text
 
 
-def _check_json_tree(root: object, field: str) -> None:
-    # Iterative walk: deep documents must give InvalidInput, never a RecursionError.
-    stack: list[tuple[object, int]] = [(root, 0)]
-    while stack:
-        value, depth = stack.pop()
-        kind = type(value)
-        if kind is str:
-            if _FORBIDDEN_JSON_CHARS.search(value):  # type: ignore[call-overload]
-                raise InvalidInput("strings must not contain NUL or lone surrogates", field=field)
-        elif kind is float:
-            if not math.isfinite(value):  # type: ignore[arg-type]
-                raise InvalidInput(f"{value!r} is not JSON", field=field)
-        elif kind is dict or kind is list:
-            if depth >= MAX_JSON_DEPTH:
-                raise InvalidInput(f"nests deeper than {MAX_JSON_DEPTH} levels", field=field)
-            if kind is dict:
-                for key, item in value.items():  # type: ignore[attr-defined]
-                    if type(key) is not str:
-                        raise InvalidInput(
-                            f"object keys must be strings, got {type(key).__name__}", field=field
-                        )
-                    if _FORBIDDEN_JSON_CHARS.search(key):
-                        raise InvalidInput(
-                            "keys must not contain NUL or lone surrogates", field=field
-                        )
-                    stack.append((item, depth + 1))
-            else:
-                stack.extend((item, depth + 1) for item in value)  # type: ignore[attr-defined]
-        elif kind is not int and kind is not bool and value is not None:
-            raise InvalidInput(f"{kind.__name__} is not a JSON value", field=field)
+def _check_size(text: str, field: str, max_bytes: int) -> None:
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidInput(f"is {size} bytes of JSON, over the limit of {max_bytes}", field=field)
+
+
+def checked_json_copy(value: object, field: str) -> tuple[JSON, int]:
+    """Return a private deep copy of plain JSON and an upper bound of its encoded size.
+
+    Refuses NaN/Infinity, non-string keys, tuples, bytes and any other object, strings with
+    NUL or lone surrogates, and nesting deeper than ``MAX_JSON_DEPTH``.
+    """
+    bound = [0]
+    copy = _copy_json(value, 0, field, bound)
+    return copy, bound[0]
+
+
+def _copy_json(value: object, depth: int, field: str, bound: list[int]) -> JSON:
+    # Recursion is safe: depth is capped at MAX_JSON_DEPTH, far below Python's limit.
+    kind = type(value)
+    if kind is str:
+        _check_json_string(value, field)  # type: ignore[arg-type]
+        # 6 bytes per character covers both \uXXXX escapes and 4-byte UTF-8.
+        bound[0] += 6 * len(value) + 3  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
+    if kind is int:
+        bound[0] += value.bit_length() // 3 + 3  # type: ignore[attr-defined]
+        return value  # type: ignore[return-value]
+    if kind is dict or kind is list:
+        if depth >= MAX_JSON_DEPTH:
+            raise InvalidInput(f"nests deeper than {MAX_JSON_DEPTH} levels", field=field)
+        bound[0] += 2
+        if kind is list:
+            return [_copy_json(item, depth + 1, field, bound) for item in value]  # type: ignore[attr-defined]
+        copied: dict[str, JSON] = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidInput(
+                    f"object keys must be strings, got {type(key).__name__}", field=field
+                )
+            _check_json_string(key, field)
+            bound[0] += 6 * len(key) + 4
+            copied[key] = _copy_json(item, depth + 1, field, bound)
+        return copied
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise InvalidInput(f"{value!r} is not JSON", field=field)
+        bound[0] += 26
+        return value  # type: ignore[return-value]
+    if kind is bool or value is None:
+        bound[0] += 6
+        return value  # type: ignore[return-value]
+    raise InvalidInput(f"{kind.__name__} is not a JSON value", field=field)
+
+
+def _check_json_string(value: str, field: str) -> None:
+    if not value.isprintable() and _FORBIDDEN_JSON_CHARS.search(value):
+        raise InvalidInput("strings must not contain NUL or lone surrogates", field=field)
 
 
 def check_event(event: object, index: int, max_payload_bytes: int) -> CheckedEvent:
-    """Validate one event input and encode its payload."""
-    where = f"events[{index}]"
-    if not isinstance(event, RunEventInput):
-        raise InvalidInput(f"must be a RunEventInput, got {type(event).__name__}", field=where)
-    check_identifier(event.type, f"{where}.type")
-    check_identifier(event.event_id, f"{where}.event_id")
-    check_schema_version(event.schema_version, f"{where}.schema_version")
-    check_aware_datetime(event.occurred_at, f"{where}.occurred_at", optional=True)
-    if type(event.payload) is not dict:
+    """Validate one event input and copy its payload."""
+    if type(event) is not RunEventInput and not isinstance(event, RunEventInput):
         raise InvalidInput(
-            f"must be a dict, got {type(event.payload).__name__}", field=f"{where}.payload"
+            f"must be a RunEventInput, got {type(event).__name__}", field=f"events[{index}]"
         )
-    payload_json = encode_json(event.payload, f"{where}.payload", max_bytes=max_payload_bytes)
-    return CheckedEvent(event=event, payload_json=payload_json)
+    if not (_is_plain_identifier(event.type) and _is_plain_identifier(event.event_id)):
+        check_identifier(event.type, f"events[{index}].type")
+        check_identifier(event.event_id, f"events[{index}].event_id")
+    if type(event.schema_version) is not int or event.schema_version != 1:
+        check_schema_version(event.schema_version, f"events[{index}].schema_version")
+    if event.occurred_at is not None:
+        check_aware_datetime(event.occurred_at, f"events[{index}].occurred_at")
+    field = f"events[{index}].payload"
+    if type(event.payload) is not dict:
+        raise InvalidInput(f"must be a dict, got {type(event.payload).__name__}", field=field)
+    payload, bound = checked_json_copy(event.payload, field)
+    payload_json = None
+    if bound > max_payload_bytes:
+        payload_json = _encoder.encode(payload)
+        _check_size(payload_json, field, max_payload_bytes)
+    return CheckedEvent(event, payload, payload_json)  # type: ignore[arg-type]
 
 
 def check_events(
     events: object, max_payload_bytes: int, *, allow_empty: bool = True
 ) -> list[CheckedEvent]:
     """Validate a batch of event inputs."""
-    if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence):
+    kind = type(events)
+    if (
+        kind is not list
+        and kind is not tuple
+        and (isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Sequence))
+    ):
         raise InvalidInput(
             f"must be a sequence of RunEventInput, got {type(events).__name__}", field="events"
         )
@@ -152,7 +227,7 @@ def check_events(
 
 def check_metadata(metadata: object, max_payload_bytes: int) -> CheckedMetadata:
     """Validate run metadata and encode its JSON parts."""
-    if not isinstance(metadata, RunMetadata):
+    if type(metadata) is not RunMetadata and not isinstance(metadata, RunMetadata):
         raise InvalidInput(
             f"must be a RunMetadata, got {type(metadata).__name__}", field="metadata"
         )
@@ -163,7 +238,7 @@ def check_metadata(metadata: object, max_payload_bytes: int) -> CheckedMetadata:
     check_identifier(metadata.parent_run_id, "metadata.parent_run_id", optional=True)
     check_aware_datetime(metadata.created_at, "metadata.created_at")
     check_schema_version(metadata.schema_version, "metadata.schema_version")
-    if not isinstance(metadata.labels, Mapping):
+    if type(metadata.labels) is not dict and not isinstance(metadata.labels, Mapping):
         raise InvalidInput("must be a mapping of str to str", field="metadata.labels")
     labels = dict(metadata.labels)
     for key, value in labels.items():
@@ -172,9 +247,12 @@ def check_metadata(metadata: object, max_payload_bytes: int) -> CheckedMetadata:
             raise InvalidInput(
                 f"value for {key!r} must be a string without NUL", field="metadata.labels"
             )
-    input_json = encode_json(metadata.input, "metadata.input", max_bytes=max_payload_bytes)
-    labels_json = _encoder.encode(labels)
-    return CheckedMetadata(metadata=metadata, input_json=input_json, labels_json=labels_json)
+    input_copy, bound = checked_json_copy(metadata.input, "metadata.input")
+    input_json = None
+    if bound > max_payload_bytes:
+        input_json = _encoder.encode(input_copy)
+        _check_size(input_json, "metadata.input", max_payload_bytes)
+    return CheckedMetadata(metadata, input_copy, labels, input_json)
 
 
 def check_bootstrap(

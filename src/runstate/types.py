@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
+
+_T = TypeVar("_T")
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 """What ``json`` round-trips exactly; anything else is refused with ``InvalidInput``."""
@@ -115,3 +117,31 @@ class OutboxStats:
     dead: int
     delivered: int
     oldest_pending_at: datetime | None
+
+
+def _positional_constructor(cls: type[_T]) -> Callable[..., _T]:
+    """Build a fast positional constructor for a frozen slots dataclass, for hot paths.
+
+    It skips the frozen ``__setattr__`` guard by setting the slots through their member
+    descriptors: about 2.5x cheaper than the generated ``__init__``. Arguments follow field
+    order and are not defaulted, so callers pass every field.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    for name in names:
+        namespace[f"_set_{name}"] = getattr(cls, name).__set__
+    body = "".join(f"    _set_{name}(obj, {name})\n" for name in names)
+    source = f"def make({', '.join(names)}):\n    obj = _new(_cls)\n{body}    return obj\n"
+    # The source is built from the dataclass field names only, never from user input.
+    exec(source, namespace)
+    return namespace["make"]  # type: ignore[no-any-return]
+
+
+new_persisted_event = _positional_constructor(RunEventPersisted)
+"""``RunEventPersisted`` positionally, in field order: for adapters' hot paths."""
+
+new_append_result = _positional_constructor(AppendResult)
+"""``AppendResult`` positionally, in field order: for adapters' hot paths."""
+
+new_run_metadata = _positional_constructor(RunMetadata)
+"""``RunMetadata`` positionally, in field order: for adapters' hot paths."""

@@ -2,21 +2,21 @@
 
 Every write is one synchronous block with no ``await`` between its checks and its writes,
 so concurrent tasks on the event loop can never interleave inside a transaction (ADR-0013).
+Payloads are copied on the way in; events handed back are shared, so treat them as read-only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .._validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     CheckedEvent,
+    CheckedMetadata,
     check_append,
     check_bootstrap,
     check_identifier,
@@ -32,35 +32,68 @@ from ..types import (
     RunEventInput,
     RunEventPersisted,
     RunMetadata,
+    new_append_result,
+    new_persisted_event,
+    new_run_metadata,
     utc_now,
 )
 
 
-@dataclass(kw_only=True, slots=True)
-class _OutboxEntry:
-    outbox_id: int
-    event: RunEventPersisted
-    workflow: str
-    attempts: int = 0
-    dead: bool = False
-    available_at: datetime | None = None
-    lease_owner: str | None = None
-    lease_expires_at: datetime | None = None
-    last_error: str | None = None
-    delivered: bool = False
+class _Run:
+    """One run: its metadata, its log, the event ids it holds, its undelivered records."""
+
+    __slots__ = ("event_ids", "events", "metadata", "pending")
+
+    def __init__(self, metadata: RunMetadata) -> None:
+        self.metadata = metadata
+        self.events: list[RunEventPersisted] = []
+        self.event_ids: set[str] = set()
+        # Undelivered outbox records in seq order; dead ones stay and block the run.
+        self.pending: deque[RunEventPersisted] = deque()
+
+
+class _Delivery:
+    """Delivery state of one outbox record, created when the record is first claimed."""
+
+    __slots__ = (
+        "attempts",
+        "available_at",
+        "dead",
+        "last_error",
+        "lease_expires_at",
+        "lease_owner",
+    )
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.dead = False
+        self.available_at: datetime | None = None
+        self.lease_owner: str | None = None
+        self.lease_expires_at: datetime | None = None
+        self.last_error: str | None = None
+
+    def leased(self, now: datetime) -> bool:
+        return (
+            self.lease_owner is not None
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+    def claimable(self, now: datetime) -> bool:
+        if self.dead or self.leased(now):
+            return False
+        return self.available_at is None or self.available_at <= now
 
 
 class _MemoryData:
     """The state behind one in-memory store; named stores share one across handles."""
 
     def __init__(self) -> None:
-        self.metadata: dict[str, RunMetadata] = {}
-        self.events: dict[str, list[RunEventPersisted]] = {}
-        self.event_ids: dict[str, set[str]] = {}
+        self.runs: dict[str, _Run] = {}
         self.last_position = 0
-        # Undelivered outbox entries per run, in seq order; dead entries stay at the head.
-        self.outbox: dict[str, deque[_OutboxEntry]] = {}
-        self.outbox_index: dict[int, _OutboxEntry] = {}
+        # Outbox: every undelivered record by id (= position), and delivery state by id.
+        self.undelivered: dict[int, RunEventPersisted] = {}
+        self.deliveries: dict[int, _Delivery] = {}
         self.delivered = 0
         # One event per waiting task, so waiters on different event loops never share one.
         self.waiters: set[asyncio.Event] = set()
@@ -93,13 +126,8 @@ class MemoryStore:
     ) -> None:
         self._max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.name = name
-        data = _MemoryData() if name is None else _shared_data(name)
-        self._data = data
-        self._metadata = data.metadata
-        self._events = data.events
-        self._event_ids = data.event_ids
-        self._outbox = data.outbox
-        self._outbox_index = data.outbox_index
+        self._data = _MemoryData() if name is None else _shared_data(name)
+        self._runs = self._data.runs
         self._closed = False
 
     async def __aenter__(self) -> MemoryStore:
@@ -109,7 +137,7 @@ class MemoryStore:
         await self.close()
 
     async def close(self) -> None:
-        """Mark the store closed; its data is dropped with the object."""
+        """Mark this handle closed; the data goes when no handle references it."""
         self._closed = True
 
     def _check_open(self) -> None:
@@ -120,18 +148,12 @@ class MemoryStore:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
-        metadata = checked_metadata.metadata
-        run_id = metadata.run_id
-        if run_id in self._metadata:
-            raise RunAlreadyExists(
-                run_id, same_request=self._is_same_bootstrap(input, self._metadata[run_id])
-            )
-        # Keep a private copy so later mutation by the caller cannot reach the store.
-        stored = _copy_metadata(metadata, checked_metadata.input_json)
-        self._metadata[run_id] = stored
-        self._events[run_id] = []
-        self._event_ids[run_id] = set()
-        return self._append(run_id, stored.workflow, checked_events)
+        run_id = checked_metadata.metadata.run_id
+        existing = self._runs.get(run_id)
+        if existing is not None:
+            raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
+        run = self._runs[run_id] = _Run(_copy_metadata(checked_metadata))
+        return self._append(run_id, run, checked_events)
 
     async def append_and_enqueue_tx(
         self,
@@ -143,70 +165,47 @@ class MemoryStore:
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        metadata = self._metadata.get(run_id)
-        if metadata is None:
+        run = self._runs.get(run_id)
+        if run is None:
             raise RunNotFound(run_id)
-        last_seq = len(self._events[run_id])
-        if expected_seq is not None and expected_seq != last_seq:
-            raise ConcurrencyConflict(run_id, expected_seq=expected_seq, actual_seq=last_seq)
-        return self._append(run_id, metadata.workflow, checked)
+        if expected_seq is not None and expected_seq != len(run.events):
+            raise ConcurrencyConflict(run_id, expected_seq=expected_seq, actual_seq=len(run.events))
+        return self._append(run_id, run, checked)
 
-    def _append(self, run_id: str, workflow: str, checked: list[CheckedEvent]) -> AppendResult:
-        log = self._events[run_id]
-        seen = self._event_ids[run_id]
+    def _append(self, run_id: str, run: _Run, checked: list[CheckedEvent]) -> AppendResult:
+        data = self._data
+        log = run.events
+        seen = run.event_ids
         appended: list[RunEventPersisted] = []
         deduplicated: list[str] = []
         recorded_at = utc_now()
-        outbox = self._outbox.get(run_id)
         for item in checked:
             event = item.event
-            if event.event_id in seen:
-                deduplicated.append(event.event_id)
+            event_id = event.event_id
+            if event_id in seen:
+                deduplicated.append(event_id)
                 continue
-            seen.add(event.event_id)
-            self._data.last_position += 1
-            persisted = RunEventPersisted(
-                run_id=run_id,
-                seq=len(log) + 1,
-                position=self._data.last_position,
-                type=event.type,
-                payload=json.loads(item.payload_json),
-                event_id=event.event_id,
-                schema_version=event.schema_version,
-                occurred_at=None
-                if event.occurred_at is None
-                else event.occurred_at.astimezone(UTC),
-                recorded_at=recorded_at,
+            seen.add(event_id)
+            data.last_position += 1
+            occurred_at = event.occurred_at
+            persisted = new_persisted_event(
+                run_id,
+                len(log) + 1,
+                data.last_position,
+                event.type,
+                item.payload,
+                event_id,
+                event.schema_version,
+                None if occurred_at is None else occurred_at.astimezone(UTC),
+                recorded_at,
             )
             log.append(persisted)
             appended.append(persisted)
-            if outbox is None:
-                outbox = self._outbox[run_id] = deque()
-            entry = _OutboxEntry(outbox_id=persisted.position, event=persisted, workflow=workflow)
-            outbox.append(entry)
-            self._outbox_index[entry.outbox_id] = entry
+            run.pending.append(persisted)
+            data.undelivered[persisted.position] = persisted
         if appended:
-            self._data.wake_waiters()
-        return AppendResult(
-            run_id=run_id,
-            appended=tuple(appended),
-            deduplicated=tuple(deduplicated),
-            last_seq=len(log),
-        )
-
-    def _is_same_bootstrap(self, input: RunBootstrapInput, stored: RunMetadata) -> bool:
-        given = input.metadata
-        first_ids = [event.event_id for event in input.first_events]
-        stored_ids = [event.event_id for event in self._events[stored.run_id][: len(first_ids)]]
-        return (
-            given.workflow == stored.workflow
-            and given.workflow_version == stored.workflow_version
-            and given.tenant_id == stored.tenant_id
-            and given.parent_run_id == stored.parent_run_id
-            and given.input == stored.input
-            and dict(given.labels) == dict(stored.labels)
-            and first_ids == stored_ids
-        )
+            data.wake_waiters()
+        return new_append_result(run_id, tuple(appended), tuple(deduplicated), len(log))
 
     async def list_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -215,15 +214,18 @@ class MemoryStore:
         self._check_open()
         check_identifier(run_id, "run_id")
         check_page(after_seq, limit)
-        log = self._events.get(run_id, [])
-        end = len(log) if limit is None else after_seq + limit
-        return log[after_seq:end]
+        run = self._runs.get(run_id)
+        if run is None:
+            return []
+        end = len(run.events) if limit is None else after_seq + limit
+        return run.events[after_seq:end]
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
         self._check_open()
         check_identifier(run_id, "run_id")
-        return self._metadata.get(run_id)
+        run = self._runs.get(run_id)
+        return None if run is None else run.metadata
 
     # -- outbox -------------------------------------------------------------------------
 
@@ -233,46 +235,63 @@ class MemoryStore:
         """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
         self._check_open()
         check_identifier(owner, "owner")
+        data = self._data
         now = utc_now()
         expires = now + timedelta(seconds=lease_seconds)
         claimed: list[OutboxRecord] = []
         # Oldest head first, so a busy run cannot starve the others.
         heads = sorted(
-            (queue[0].outbox_id, run_id) for run_id, queue in self._outbox.items() if queue
+            (run.pending[0].position, run_id) for run_id, run in self._runs.items() if run.pending
         )
         for _, run_id in heads:
-            if len(claimed) >= limit:
-                break
-            for entry in self._outbox[run_id]:
-                if entry.delivered:
+            run = self._runs[run_id]
+            for event in run.pending:
+                if len(claimed) >= limit:
+                    return claimed
+                if event.position not in data.undelivered:
                     continue
-                if len(claimed) >= limit or not _claimable(entry, now):
+                delivery = data.deliveries.get(event.position)
+                if delivery is None:
+                    delivery = data.deliveries[event.position] = _Delivery()
+                elif not delivery.claimable(now):
                     break
-                entry.lease_owner = owner
-                entry.lease_expires_at = expires
-                claimed.append(_record(entry))
+                delivery.lease_owner = owner
+                delivery.lease_expires_at = expires
+                claimed.append(
+                    OutboxRecord(
+                        outbox_id=event.position,
+                        event=event,
+                        workflow=run.metadata.workflow,
+                        attempts=delivery.attempts,
+                        lease_owner=owner,
+                        lease_expires_at=expires,
+                    )
+                )
         return claimed
+
+    def _owned(self, outbox_id: int, owner: str) -> _Delivery | None:
+        delivery = self._data.deliveries.get(outbox_id)
+        if delivery is None or delivery.lease_owner != owner or delivery.dead:
+            return None
+        return delivery
 
     async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
+        data = self._data
         done = 0
         touched: set[str] = set()
         for outbox_id in outbox_ids:
-            entry = self._outbox_index.get(outbox_id)
-            if entry is None or entry.lease_owner != owner or entry.dead:
+            if self._owned(outbox_id, owner) is None:
                 continue
-            entry.delivered = True
-            del self._outbox_index[outbox_id]
-            touched.add(entry.event.run_id)
+            del data.deliveries[outbox_id]
+            touched.add(data.undelivered.pop(outbox_id).run_id)
             done += 1
         for run_id in touched:
-            queue = self._outbox[run_id]
-            while queue and queue[0].delivered:
-                queue.popleft()
-            if not queue:
-                del self._outbox[run_id]
-        self._data.delivered += done
+            pending = self._runs[run_id].pending
+            while pending and pending[0].position not in data.undelivered:
+                pending.popleft()
+        data.delivered += done
         return done
 
     async def mark_failed(
@@ -280,70 +299,66 @@ class MemoryStore:
     ) -> None:
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
-        entry = self._outbox_index.get(outbox_id)
-        if entry is None or entry.lease_owner != owner:
+        delivery = self._owned(outbox_id, owner)
+        if delivery is None:
             return
-        entry.attempts += 1
-        entry.last_error = error
-        entry.lease_owner = None
-        entry.lease_expires_at = None
+        delivery.attempts += 1
+        delivery.last_error = error
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
         if retry_at is None:
-            entry.dead = True
+            delivery.dead = True
         else:
-            entry.available_at = retry_at
+            delivery.available_at = retry_at
 
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
         for outbox_id in outbox_ids:
-            entry = self._outbox_index.get(outbox_id)
-            if entry is not None and entry.lease_owner == owner:
-                entry.lease_owner = None
-                entry.lease_expires_at = None
+            delivery = self._owned(outbox_id, owner)
+            if delivery is not None:
+                delivery.lease_owner = None
+                delivery.lease_expires_at = None
         self._data.wake_waiters()
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""
         self._check_open()
+        data = self._data
         count = 0
-        for queue_run_id, queue in self._outbox.items():
-            if run_id is not None and queue_run_id != run_id:
+        for outbox_id, delivery in data.deliveries.items():
+            if not delivery.dead:
                 continue
-            for entry in queue:
-                if entry.dead and not entry.delivered:
-                    entry.dead = False
-                    entry.attempts = 0
-                    entry.available_at = None
-                    count += 1
+            if run_id is not None and data.undelivered[outbox_id].run_id != run_id:
+                continue
+            delivery.dead = False
+            delivery.attempts = 0
+            delivery.available_at = None
+            count += 1
         if count:
-            self._data.wake_waiters()
+            data.wake_waiters()
         return count
 
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
+        data = self._data
         now = utc_now()
-        pending = in_flight = dead = 0
+        in_flight = sum(1 for d in data.deliveries.values() if not d.dead and d.leased(now))
+        dead = sum(1 for d in data.deliveries.values() if d.dead)
         oldest: datetime | None = None
-        for queue in self._outbox.values():
-            for entry in queue:
-                if entry.delivered:
-                    continue
-                if entry.dead:
-                    dead += 1
-                    continue
-                if entry.lease_owner is not None and _lease_live(entry, now):
-                    in_flight += 1
-                else:
-                    pending += 1
-                recorded = entry.event.recorded_at
-                if oldest is None or recorded < oldest:
-                    oldest = recorded
+        for run in self._runs.values():
+            for event in run.pending:
+                delivery = data.deliveries.get(event.position)
+                if event.position in data.undelivered and (delivery is None or not delivery.dead):
+                    if oldest is None or event.recorded_at < oldest:
+                        oldest = event.recorded_at
+                    break
         return OutboxStats(
-            pending=pending,
+            pending=len(data.undelivered) - in_flight - dead,
             in_flight=in_flight,
             dead=dead,
-            delivered=self._data.delivered,
+            delivered=data.delivered,
             oldest_pending_at=oldest,
         )
 
@@ -359,38 +374,33 @@ class MemoryStore:
             self._data.waiters.discard(waiter)
 
 
-def _lease_live(entry: _OutboxEntry, now: datetime) -> bool:
-    return entry.lease_expires_at is not None and entry.lease_expires_at > now
-
-
-def _claimable(entry: _OutboxEntry, now: datetime) -> bool:
-    if entry.dead:
-        return False
-    if entry.lease_owner is not None and _lease_live(entry, now):
-        return False
-    return entry.available_at is None or entry.available_at <= now
-
-
-def _record(entry: _OutboxEntry) -> OutboxRecord:
-    return OutboxRecord(
-        outbox_id=entry.outbox_id,
-        event=entry.event,
-        workflow=entry.workflow,
-        attempts=entry.attempts,
-        lease_owner=entry.lease_owner,
-        lease_expires_at=entry.lease_expires_at,
+def _is_same_bootstrap(input: RunBootstrapInput, existing: _Run) -> bool:
+    given = input.metadata
+    stored = existing.metadata
+    first_ids = [event.event_id for event in input.first_events]
+    stored_ids = [event.event_id for event in existing.events[: len(first_ids)]]
+    return (
+        given.workflow == stored.workflow
+        and given.workflow_version == stored.workflow_version
+        and given.tenant_id == stored.tenant_id
+        and given.parent_run_id == stored.parent_run_id
+        and given.input == stored.input
+        and dict(given.labels) == dict(stored.labels)
+        and first_ids == stored_ids
     )
 
 
-def _copy_metadata(metadata: RunMetadata, input_json: str) -> RunMetadata:
-    return RunMetadata(
-        run_id=metadata.run_id,
-        workflow=metadata.workflow,
-        workflow_version=metadata.workflow_version,
-        tenant_id=metadata.tenant_id,
-        parent_run_id=metadata.parent_run_id,
-        input=json.loads(input_json),
-        labels=dict(metadata.labels),
-        created_at=metadata.created_at.astimezone(UTC),
-        schema_version=metadata.schema_version,
+def _copy_metadata(checked: CheckedMetadata) -> RunMetadata:
+    # A private copy, so later mutation by the caller cannot reach the store.
+    metadata = checked.metadata
+    return new_run_metadata(
+        metadata.run_id,
+        metadata.workflow,
+        metadata.workflow_version,
+        metadata.tenant_id,
+        metadata.parent_run_id,
+        checked.input,
+        checked.labels,
+        metadata.created_at.astimezone(UTC),
+        metadata.schema_version,
     )

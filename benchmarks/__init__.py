@@ -1,0 +1,1 @@
+"""Benchmarks: each reports runstate next to a baseline measured in the same run."""
