@@ -12,10 +12,9 @@ import sys
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _report import median_rate, print_table, timed_rate, timed_rate_async
-
+from benchmarks._report import median_rate, print_table, timed_rate, timed_rate_async
 from runstate import MemoryStore, RunBootstrapInput, RunEventInput, RunMetadata
 
 

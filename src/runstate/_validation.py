@@ -222,7 +222,8 @@ def check_events(
         )
     if not events and not allow_empty:
         raise InvalidInput("at least one first event is required", field="first_events")
-    return [check_event(event, i, max_payload_bytes) for i, event in enumerate(events)]
+    items = cast(Sequence[object], events)
+    return [check_event(event, i, max_payload_bytes) for i, event in enumerate(items)]
 
 
 def check_metadata(metadata: object, max_payload_bytes: int) -> CheckedMetadata:
