@@ -75,7 +75,12 @@ def eventsourcing_rates(operations: int) -> tuple[float, float] | None:
         ]
         for i in ids
     ]
-    boot = timed_rate(operations, lambda: [recorder.insert_events(p) for p in pairs] and None)
+
+    def insert_pairs() -> None:
+        for pair in pairs:
+            recorder.insert_events(pair)
+
+    boot = timed_rate(operations, insert_pairs)
     singles = [
         [
             StoredEvent(
@@ -87,7 +92,12 @@ def eventsourcing_rates(operations: int) -> tuple[float, float] | None:
         ]
         for i in range(operations)
     ]
-    append = timed_rate(operations, lambda: [recorder.insert_events(s) for s in singles] and None)
+
+    def insert_singles() -> None:
+        for single in singles:
+            recorder.insert_events(single)
+
+    append = timed_rate(operations, insert_singles)
     return boot, append
 
 

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import cast
 
 from .errors import InvalidInput
 from .types import JSON, RunBootstrapInput, RunEventInput, RunMetadata
