@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import InvalidInput
 
@@ -24,7 +24,9 @@ def mask_secret(text: str, url: str) -> str:
         password = None
     masked = mask_url(text)
     if password:
-        masked = masked.replace(password, "***")
+        # Drivers may echo the password raw or percent-decoded: hide both spellings.
+        for spelling in {password, unquote(password)}:
+            masked = masked.replace(spelling, "***")
     return masked
 
 
