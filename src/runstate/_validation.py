@@ -290,6 +290,19 @@ def check_page(after_seq: object, limit: object) -> None:
         raise InvalidInput(f"must be a non-negative int or None, got {limit!r}", field="limit")
 
 
+def check_run_filters(
+    workflow: object, tenant_id: object, created_after: object, limit: object, offset: object
+) -> None:
+    """Validate the filters of ``list_runs``."""
+    check_identifier(workflow, "workflow", optional=True)
+    check_identifier(tenant_id, "tenant_id", optional=True)
+    check_aware_datetime(created_after, "created_after", optional=True)
+    if type(limit) is not int or limit < 0:
+        raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
+    if type(offset) is not int or offset < 0:
+        raise InvalidInput(f"must be a non-negative int, got {offset!r}", field="offset")
+
+
 def check_max_payload_bytes(value: object) -> int:
     """Validate the ``max_payload_bytes`` option of ``open_store``."""
     if type(value) is not int or value <= 0:

@@ -14,6 +14,7 @@ from .types import (
     RunEventInput,
     RunEventPersisted,
     RunMetadata,
+    RunSummary,
 )
 
 
@@ -90,4 +91,31 @@ class OutboxStore(Protocol):
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""
+        ...
+
+
+@runtime_checkable
+class RunCatalog(Protocol):
+    """Store-wide reads for operators and followers; every built-in adapter implements it."""
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        tenant_id: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        ...
+
+    async def read_all(
+        self, *, after_position: int = 0, limit: int = 500
+    ) -> list[RunEventPersisted]:
+        """Return events of every run with ``position > after_position``, in position order.
+
+        A safe cursor: an event never becomes visible behind a position already returned,
+        so a follower that resumes after the last position it saw skips nothing.
+        """
         ...

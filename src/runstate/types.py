@@ -92,6 +92,15 @@ class AppendResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RunSummary:
+    """A run as listed by operators: its metadata, last seq and time of its last event."""
+
+    metadata: RunMetadata
+    last_seq: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OutboxRecord:
     """One pending delivery of one stored event, as the relay claims it."""
 

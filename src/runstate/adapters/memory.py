@@ -22,6 +22,7 @@ from .._validation import (
     check_identifier,
     check_max_payload_bytes,
     check_page,
+    check_run_filters,
 )
 from ..errors import ConcurrencyConflict, InvalidInput, RunAlreadyExists, RunNotFound
 from ..types import (
@@ -32,6 +33,7 @@ from ..types import (
     RunEventInput,
     RunEventPersisted,
     RunMetadata,
+    RunSummary,
     new_append_result,
     new_persisted_event,
     new_run_metadata,
@@ -226,6 +228,53 @@ class MemoryStore:
         check_identifier(run_id, "run_id")
         run = self._runs.get(run_id)
         return None if run is None else run.metadata
+
+    # -- catalog ------------------------------------------------------------------------
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        tenant_id: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        self._check_open()
+        check_run_filters(workflow, tenant_id, created_after, limit, offset)
+        selected = [
+            run
+            for run in self._runs.values()
+            if (workflow is None or run.metadata.workflow == workflow)
+            and (tenant_id is None or run.metadata.tenant_id == tenant_id)
+            and (created_after is None or run.metadata.created_at > created_after)
+        ]
+        selected.sort(key=lambda run: (run.metadata.created_at, run.metadata.run_id), reverse=True)
+        return [
+            RunSummary(
+                metadata=run.metadata,
+                last_seq=len(run.events),
+                updated_at=run.events[-1].recorded_at,
+            )
+            for run in selected[offset : offset + limit]
+        ]
+
+    async def read_all(
+        self, *, after_position: int = 0, limit: int = 500
+    ) -> list[RunEventPersisted]:
+        """Return events of every run with ``position > after_position``, in position order."""
+        self._check_open()
+        check_page(after_position, limit)
+        # Writes are synchronous blocks, so positions become visible strictly in order.
+        found = [
+            event
+            for run in self._runs.values()
+            for event in run.events
+            if event.position > after_position
+        ]
+        found.sort(key=lambda event: event.position)
+        return found[:limit]
 
     # -- outbox -------------------------------------------------------------------------
 

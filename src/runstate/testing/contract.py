@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ..errors import ConcurrencyConflict, InvalidInput, RunAlreadyExists, RunNotFound
-from ..store import OutboxStore, RunStateStore
+from ..store import OutboxStore, RunCatalog, RunStateStore
 from ..types import RunBootstrapInput, RunEventInput, RunEventPersisted, RunMetadata
 
 
@@ -39,6 +39,12 @@ def bootstrap_input(
     return RunBootstrapInput(
         metadata=RunMetadata(run_id=run_id, workflow=workflow, **metadata), first_events=events
     )
+
+
+def as_catalog(store: RunStateStore) -> RunCatalog:
+    """Return the store's catalog interface, failing the test if it has none."""
+    assert isinstance(store, RunCatalog), f"{type(store).__name__} has no catalog interface"
+    return store
 
 
 def as_outbox(store: RunStateStore) -> OutboxStore:
@@ -715,6 +721,62 @@ class RunStateStoreContract:
         await store.bootstrap_run_tx(bootstrap_input(run_id))
         await asyncio.wait_for(waiter, 5.0)
         assert loop.time() - started < 5.0
+
+    # -- the catalog: store-wide reads -------------------------------------------------------
+
+    async def test_list_runs_newest_first_with_filters(self, store: RunStateStore) -> None:
+        catalog = as_catalog(store)
+        tenant = f"tenant-{uuid.uuid4().hex}"
+        base = datetime(2030, 1, 1, tzinfo=UTC)
+        run_ids = [new_run_id(f"cat{i}") for i in range(5)]
+        for i, run_id in enumerate(run_ids):
+            await store.bootstrap_run_tx(
+                bootstrap_input(
+                    run_id,
+                    workflow="etl" if i % 2 == 0 else "ml",
+                    tenant_id=tenant,
+                    created_at=base + timedelta(minutes=i),
+                )
+            )
+        await store.append_and_enqueue_tx(run_ids[0], [RunEventInput(type="RunStarted")])
+        listed = await catalog.list_runs(tenant_id=tenant)
+        assert [s.metadata.run_id for s in listed] == run_ids[::-1]
+        assert listed[-1].last_seq == 2
+        assert listed[0].last_seq == 1
+        assert listed[0].updated_at.utcoffset() == timedelta(0)
+        etl = await catalog.list_runs(tenant_id=tenant, workflow="etl")
+        assert [s.metadata.run_id for s in etl] == [run_ids[4], run_ids[2], run_ids[0]]
+        recent = await catalog.list_runs(
+            tenant_id=tenant, created_after=base + timedelta(minutes=2)
+        )
+        assert [s.metadata.run_id for s in recent] == [run_ids[4], run_ids[3]]
+        page = await catalog.list_runs(tenant_id=tenant, limit=2, offset=1)
+        assert [s.metadata.run_id for s in page] == [run_ids[3], run_ids[2]]
+        with pytest.raises(InvalidInput):
+            await catalog.list_runs(limit=-1)
+
+    async def test_read_all_follows_the_whole_store_in_position_order(
+        self, store: RunStateStore
+    ) -> None:
+        catalog = as_catalog(store)
+        existing = await catalog.read_all(after_position=0, limit=1_000_000)
+        cursor = existing[-1].position if existing else 0
+        run_a, run_b = new_run_id(), new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(run_a, "A1", "A2"))
+        await store.bootstrap_run_tx(bootstrap_input(run_b, "B1"))
+        await store.append_and_enqueue_tx(run_a, [RunEventInput(type="A3")])
+        seen: list[tuple[str, int]] = []
+        while True:
+            page = await catalog.read_all(after_position=cursor, limit=2)
+            if not page:
+                break
+            assert len(page) <= 2
+            positions = [e.position for e in page]
+            assert positions == sorted(positions)
+            assert positions[0] > cursor
+            cursor = positions[-1]
+            seen.extend((e.run_id, e.seq) for e in page if e.run_id in {run_a, run_b})
+        assert seen == [(run_a, 1), (run_a, 2), (run_b, 1), (run_a, 3)]
 
     # -- the model-based property test ---------------------------------------------------------
 
