@@ -119,3 +119,7 @@ class RunCatalog(Protocol):
         so a follower that resumes after the last position it saw skips nothing.
         """
         ...
+
+    async def head_position(self) -> int:
+        """Return a position to follow from: ``read_all`` after it returns only newer events."""
+        ...

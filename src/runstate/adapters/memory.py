@@ -276,6 +276,11 @@ class MemoryStore:
         found.sort(key=lambda event: event.position)
         return found[:limit]
 
+    async def head_position(self) -> int:
+        """Return a position to follow from: ``read_all`` after it returns only newer events."""
+        self._check_open()
+        return self._data.last_position
+
     # -- outbox -------------------------------------------------------------------------
 
     async def claim_outbox_batch(

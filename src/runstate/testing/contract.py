@@ -777,6 +777,12 @@ class RunStateStoreContract:
             cursor = positions[-1]
             seen.extend((e.run_id, e.seq) for e in page if e.run_id in {run_a, run_b})
         assert seen == [(run_a, 1), (run_a, 2), (run_b, 1), (run_a, 3)]
+        head = await catalog.head_position()
+        assert head >= cursor
+        assert await catalog.read_all(after_position=head) == []
+        await store.append_and_enqueue_tx(run_b, [RunEventInput(type="B2")])
+        (newer,) = [e for e in await catalog.read_all(after_position=head) if e.run_id == run_b]
+        assert newer.seq == 2
 
     # -- the model-based property test ---------------------------------------------------------
 

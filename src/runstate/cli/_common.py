@@ -1,0 +1,144 @@
+"""What every command shares: the store URL option, error reporting, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from .._open import DEFAULT_URL, URL_ENV_VAR
+from .._url import mask_url
+from ..errors import InvalidInput, RunNotFound, RunStateError, StoreUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+console = Console(highlight=False)
+
+URL_HELP = f"Store URL (default: ${URL_ENV_VAR}, else {DEFAULT_URL})."
+UrlOption = typer.Option(DEFAULT_URL, "--url", envvar=URL_ENV_VAR, help=URL_HELP)
+JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
+
+EXIT_FAILURE = 1
+EXIT_INVALID_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNAVAILABLE = 4
+
+_HINTS = {
+    "STORE_UNAVAILABLE": "check that the database is running and the URL (--url or $RUNSTATE_URL)",
+    "INVALID_INPUT": "check the arguments and the URL",
+    "RUN_NOT_FOUND": "list runs with `runstate runs list`",
+}
+
+
+class _Settings:
+    debug = False
+
+
+settings = _Settings()
+
+
+def exit_code_for(exc: RunStateError) -> int:
+    """Map an error to the command's exit status."""
+    if isinstance(exc, InvalidInput):
+        return EXIT_INVALID_INPUT
+    if isinstance(exc, RunNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, StoreUnavailable):
+        return EXIT_UNAVAILABLE
+    return EXIT_FAILURE
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    """Print one error line on stderr and return the ``Exit`` to raise."""
+    # Plain print: one line, never re-wrapped to the terminal width.
+    print(f"runstate: error: {mask_url(message)}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async command on a fresh event loop, turning errors into one line on stderr."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(func(*args, **kwargs))
+        except RunStateError as exc:
+            if settings.debug:
+                traceback.print_exc()
+            hint = _HINTS.get(exc.code)
+            detail = f"{exc} ({exc.code})" + (f"; {hint}" if hint else "")
+            raise fail(detail, exit_code_for(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if settings.debug:
+                traceback.print_exc()
+            raise fail(
+                f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)"
+            ) from None
+
+    return wrapper
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, datetimes and enums into plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Print one JSON document on stdout."""
+    sys.stdout.write(json.dumps(to_jsonable(value), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def short_json(value: Any, width: int = 60) -> str:
+    """Render a payload on one line, cut to ``width`` characters."""
+    text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """Parse ``--since``: a duration like 15m, 2h, 7d, or an ISO 8601 time."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(
+            f"--since {text!r}: expected a duration (30s, 15m, 2h, 7d) or an ISO 8601 time",
+            EXIT_INVALID_INPUT,
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_time(value: datetime | None) -> str:
+    """Render a timestamp compactly for tables."""
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

@@ -1,0 +1,174 @@
+"""Operator commands: outbox status and redrive, relay, migrate, bench, version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .. import __version__
+from .._open import open_store
+from .._url import mask_url
+from ..errors import InvalidInput
+from ..store import OutboxStore, RunStateStore
+from ._common import (
+    EXIT_INVALID_INPUT,
+    JsonOption,
+    UrlOption,
+    console,
+    fail,
+    format_time,
+    print_json,
+    run_async,
+)
+
+outbox_app = typer.Typer(help="Inspect and repair the outbox.", no_args_is_help=True)
+
+
+def _outbox(store: RunStateStore) -> OutboxStore:
+    if not isinstance(store, OutboxStore):
+        raise InvalidInput(f"{type(store).__name__} has no outbox")
+    return store
+
+
+@outbox_app.command("status")
+@run_async
+async def outbox_status(url: str = UrlOption, as_json: bool = JsonOption) -> None:
+    """Show the backlog, the age of the oldest undelivered record and the dead letters."""
+    async with open_store(url) as store:
+        stats = await _outbox(store).outbox_stats()
+    oldest = stats.oldest_pending_at
+    age = None if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+    if as_json:
+        print_json(
+            {
+                "pending": stats.pending,
+                "in_flight": stats.in_flight,
+                "dead": stats.dead,
+                "delivered": stats.delivered,
+                "oldest_pending_at": oldest,
+                "oldest_pending_age_seconds": age,
+            }
+        )
+        return
+    table = Table(title=f"outbox of {mask_url(url)}", title_justify="left")
+    for column in ("pending", "in flight", "dead letters", "delivered", "oldest pending", "age"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(stats.pending),
+        str(stats.in_flight),
+        str(stats.dead),
+        str(stats.delivered),
+        format_time(oldest),
+        "-" if age is None else f"{age:.1f}s",
+    )
+    console.print(table)
+
+
+@outbox_app.command("redrive")
+@run_async
+async def outbox_redrive(
+    url: str = UrlOption,
+    run_id: str | None = typer.Option(None, "--run", help="Only this run's dead letters."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Make dead-lettered records deliverable again."""
+    async with open_store(url) as store:
+        count = await _outbox(store).redrive_dead_letters(run_id=run_id)
+    if as_json:
+        print_json({"redriven": count})
+    else:
+        console.print(f"{count} dead letter(s) made deliverable again")
+
+
+@run_async
+async def relay_command(
+    sink: str = typer.Option(
+        ..., "--sink", help="Sink URL: nats://, amqp://, redis://, http(s)://, file://, stdout://"
+    ),
+    url: str = UrlOption,
+    once: bool = typer.Option(False, "--once", help="Deliver everything pending, then exit."),
+    workers: int = typer.Option(1, min=1, help="Concurrent delivery workers."),
+    batch_size: int = typer.Option(100, min=1, help="Records claimed per batch."),
+    max_attempts: int = typer.Option(10, min=1, help="Attempts before a record is dead-lettered."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on this port."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Deliver the outbox to a sink, at least once and in per-run order, as CloudEvents."""
+    from ..relay import run_relay
+
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    report = await run_relay(
+        url, sink, once=once, workers=workers, batch_size=batch_size, max_attempts=max_attempts
+    )
+    if as_json:
+        print_json(report)
+    else:
+        console.print(
+            f"relay stopped: {report.delivered} delivered, {report.retried} retried, "
+            f"{report.dead} dead-lettered",
+            markup=False,
+        )
+
+
+@run_async
+async def migrate_command(
+    url: str = UrlOption,
+    status_only: bool = typer.Option(False, "--status", help="Show migrations, apply nothing."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Apply the schema migrations (or, with --status, show them)."""
+    from .._admin import migration_status
+
+    status = await migration_status(url, apply=not status_only)
+    if as_json:
+        print_json(status)
+        return
+    table = Table(title=f"migrations of {mask_url(url)}", title_justify="left")
+    for column in ("version", "name", "state"):
+        table.add_column(column)
+    for migration in status.migrations:
+        table.add_row(str(migration.version), migration.name, migration.state)
+    console.print(table)
+    console.print(f"schema version {status.applied_version} of {status.latest_version}")
+
+
+def bench_command(
+    which: list[str] | None = typer.Argument(None, help="Benchmarks to run (default: all)."),  # noqa: B008
+    quick: bool = typer.Option(False, "--quick", help="Short runs, for a smoke test."),
+) -> None:
+    """Run the project's benchmarks (from a source checkout) and print their ratio tables."""
+    folder = Path.cwd() / "benchmarks"
+    if not folder.is_dir():
+        raise fail(
+            "no benchmarks/ folder here: run `runstate bench` from a runstate source checkout",
+            EXIT_INVALID_INPUT,
+        )
+    available = {p.stem.removeprefix("bench_"): p for p in sorted(folder.glob("bench_*.py"))}
+    chosen = which or list(available)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise fail(
+            f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(available)}",
+            EXIT_INVALID_INPUT,
+        )
+    failed = []
+    for name in chosen:
+        console.print(f"[bold]== {name}[/bold]")
+        args = [sys.executable, str(available[name])] + (["--quick"] if quick else [])
+        if subprocess.run(args, check=False).returncode != 0:
+            failed.append(name)
+    if failed:
+        raise fail(f"benchmark(s) failed: {', '.join(failed)}")
+
+
+def version_command() -> None:
+    """Print the runstate version."""
+    console.print(f"runstate {__version__}")
