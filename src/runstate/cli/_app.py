@@ -10,6 +10,7 @@ from ._common import settings
 from ._inspect import events_command, runs_app, tail_command
 from ._ops import (
     bench_command,
+    demo_command,
     migrate_command,
     outbox_app,
     relay_command,
@@ -44,6 +45,7 @@ app.command("tail")(tail_command)
 app.command("relay")(relay_command)
 app.command("migrate")(migrate_command)
 app.command("bench")(bench_command)
+app.command("demo")(demo_command)
 app.command("version")(version_command)
 
 

@@ -33,6 +33,7 @@ EXIT_FAILURE = 1
 EXIT_INVALID_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
+EXIT_SELF_CHECK_FAILED = 5
 
 _HINTS = {
     "STORE_UNAVAILABLE": "check that the database is running and the URL (--url or $RUNSTATE_URL)",
