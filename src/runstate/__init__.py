@@ -3,6 +3,7 @@
 from ._open import DEFAULT_URL, default_url, open_store, register_store_scheme
 from ._url import mask_url
 from .adapters.memory import MemoryStore
+from .engine import RunEngine
 from .errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -12,6 +13,9 @@ from .errors import (
     RunStateError,
     StoreUnavailable,
 )
+from .executor import Worker
+from .lifecycle import RunStatus
+from .projector import RunState, project
 from .store import OutboxStore, RunStateStore
 from .types import (
     JSON,
@@ -23,6 +27,7 @@ from .types import (
     RunEventPersisted,
     RunMetadata,
 )
+from .upcasting import UpcasterRegistry
 
 __version__ = "0.1.0"
 
@@ -39,16 +44,22 @@ __all__ = [
     "OutboxStore",
     "RunAlreadyExists",
     "RunBootstrapInput",
+    "RunEngine",
     "RunEventInput",
     "RunEventPersisted",
     "RunMetadata",
     "RunNotFound",
+    "RunState",
     "RunStateError",
     "RunStateStore",
+    "RunStatus",
     "StoreUnavailable",
+    "UpcasterRegistry",
+    "Worker",
     "__version__",
     "default_url",
     "mask_url",
     "open_store",
+    "project",
     "register_store_scheme",
 ]

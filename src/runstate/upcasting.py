@@ -1,0 +1,219 @@
+"""Option D schema evolution: upcast old event payloads on read, fill gaps from RunMetadata.
+
+Stored events are never rewritten. Each event type has a current schema version; an event stored
+at an older version is migrated on read, one version at a time, by the upcasters registered for
+``(type, from_version)``. Fields the current schema takes from the run's identity (workflow,
+tenant, ...) are then filled from ``RunMetadata`` when the stored payload lacks them, which is
+only sound because ``bootstrap_run_tx`` makes metadata visible before any event (ADR-0013).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .errors import InvalidInput
+from .lifecycle import (
+    BUILTIN_EVENT_TYPES,
+    RUN_CANCEL_REQUESTED,
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_PAUSED,
+    RUN_QUEUED,
+    RUN_RESUMED,
+    RUN_RETRY_SCHEDULED,
+    RUN_STARTED,
+    RUN_SUCCEEDED,
+    RUN_TIMED_OUT,
+    STEP_FAILED,
+    STEP_STARTED,
+    STEP_SUCCEEDED,
+)
+from .types import JSON, RunEventPersisted, RunMetadata
+
+Upcaster = Callable[[dict[str, JSON], RunMetadata], dict[str, JSON]]
+"""Migrates one payload from version N to N + 1; gets a private copy it may change freely."""
+
+#: Identity fields an event may carry, and the RunMetadata attribute each one is filled from.
+METADATA_FIELDS: tuple[str, ...] = ("workflow", "workflow_version", "tenant_id", "parent_run_id")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventSchema:
+    """The current shape of a built-in event type."""
+
+    version: int
+    fields: frozenset[str]
+    from_metadata: tuple[str, ...] = ()
+
+
+def _schema(version: int, *fields: str, from_metadata: tuple[str, ...] = ()) -> EventSchema:
+    return EventSchema(
+        version=version,
+        fields=frozenset(fields) | frozenset(from_metadata),
+        from_metadata=from_metadata,
+    )
+
+
+#: The schemas of the event types runstate itself writes. Users version their own event types
+#: through ``UpcasterRegistry.register``; these belong to runstate.
+BUILTIN_SCHEMAS: Mapping[str, EventSchema] = MappingProxyType(
+    {
+        # v2 made RunQueued self-describing for outbox consumers; v1 events get the identity
+        # fields from the run's metadata.
+        RUN_QUEUED: _schema(2, "reason", from_metadata=METADATA_FIELDS),
+        RUN_STARTED: _schema(1, "worker"),
+        RUN_PAUSED: _schema(1, "reason"),
+        RUN_RESUMED: _schema(1, "reason"),
+        RUN_RETRY_SCHEDULED: _schema(1, "error", "reason"),
+        RUN_CANCEL_REQUESTED: _schema(1, "reason"),
+        RUN_CANCELLED: _schema(1, "reason"),
+        RUN_SUCCEEDED: _schema(1, "output"),
+        RUN_FAILED: _schema(1, "error"),
+        RUN_TIMED_OUT: _schema(1, "reason", "error"),
+        # v2 renamed v1's "name" to "step", the field StepSucceeded and StepFailed always used.
+        STEP_STARTED: _schema(2, "step", "input"),
+        STEP_SUCCEEDED: _schema(1, "step", "output"),
+        STEP_FAILED: _schema(1, "step", "error"),
+    }
+)
+
+
+def _run_queued_v1_to_v2(payload: dict[str, JSON], metadata: RunMetadata) -> dict[str, JSON]:
+    # Nothing to move: the identity fields v2 added are filled from metadata after upcasting.
+    return payload
+
+
+def _step_started_v1_to_v2(payload: dict[str, JSON], metadata: RunMetadata) -> dict[str, JSON]:
+    if "name" in payload and "step" not in payload:
+        payload["step"] = payload.pop("name")
+    return payload
+
+
+_BUILTIN_UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    (RUN_QUEUED, 1): _run_queued_v1_to_v2,
+    (STEP_STARTED, 1): _step_started_v1_to_v2,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Upcasted:
+    """The outcome of upcasting one event: its current payload, or why that was not possible."""
+
+    payload: Mapping[str, JSON]
+    schema_version: int
+    problem: str | None = None
+
+
+class UpcasterRegistry:
+    """Upcasters per ``(event type, from_schema_version)``; the built-in ones are preloaded.
+
+    Register every upcaster before handing the registry to a ``RunEngine``: the engine caches
+    projected states, and drops that cache when it sees the registry change.
+    """
+
+    def __init__(self) -> None:
+        self._upcasters: dict[tuple[str, int], Upcaster] = dict(_BUILTIN_UPCASTERS)
+        self._current: dict[str, int] = {t: s.version for t, s in BUILTIN_SCHEMAS.items()}
+        self.generation = 0
+
+    def register(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Register ``upcaster`` to migrate ``event_type`` payloads from ``from_version``."""
+        if event_type in BUILTIN_EVENT_TYPES:
+            raise InvalidInput(
+                f"{event_type} is a built-in event type; runstate owns its schema",
+                field="event_type",
+            )
+        if type(from_version) is not int or from_version < 1:
+            raise InvalidInput(
+                f"must be a positive int, got {from_version!r}", field="from_version"
+            )
+        key = (event_type, from_version)
+        if key in self._upcasters:
+            raise InvalidInput(
+                f"an upcaster for {event_type} v{from_version} is already registered",
+                field="from_version",
+            )
+        self._upcasters[key] = upcaster
+        self._current[event_type] = max(self._current.get(event_type, 1), from_version + 1)
+        self.generation += 1
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator form of ``register``."""
+
+        def decorate(function: Upcaster) -> Upcaster:
+            self.register(event_type, from_version, function)
+            return function
+
+        return decorate
+
+    def current_version(self, event_type: str) -> int:
+        """Return the schema version events of ``event_type`` are upcast to (1 if never bumped)."""
+        return self._current.get(event_type, 1)
+
+    def versions(self) -> Mapping[str, int]:
+        """Return the current version of every type that has a schema or an upcaster."""
+        return MappingProxyType(self._current)
+
+    def upcast_payload(self, metadata: RunMetadata, event: RunEventPersisted) -> Upcasted:
+        """Migrate ``event``'s payload to its type's current version and fill it from metadata.
+
+        Never raises for a bad stored event: a missing or failing upcaster is reported in
+        ``problem`` with the payload as far as it got.
+        """
+        event_type = event.type
+        current = self._current.get(event_type, 1)
+        version = event.schema_version
+        schema = BUILTIN_SCHEMAS.get(event_type)
+        fill = schema.from_metadata if schema is not None else ()
+        needs_fill = any(name not in event.payload for name in fill)
+        if version >= current and not needs_fill:
+            return Upcasted(payload=event.payload, schema_version=version)
+        # A deep copy: upcasters may mutate, and stores may hand out their own objects.
+        payload: dict[str, JSON] = {key: _copy_json(value) for key, value in event.payload.items()}
+        problem: str | None = None
+        while version < current:
+            upcaster = self._upcasters.get((event_type, version))
+            if upcaster is None:
+                problem = f"no upcaster registered for {event_type} v{version}"
+                break
+            try:
+                migrated = upcaster(payload, metadata)
+            except Exception as exc:  # a broken upcaster must not make the run unreadable
+                problem = f"upcaster for {event_type} v{version} failed: {exc!r}"
+                break
+            if not isinstance(migrated, dict):
+                problem = f"upcaster for {event_type} v{version} returned {type(migrated).__name__}"
+                break
+            payload = migrated
+            version += 1
+        for name in fill:
+            if name not in payload:
+                payload[name] = getattr(metadata, name)
+        return Upcasted(payload=payload, schema_version=version, problem=problem)
+
+    def upcast(self, metadata: RunMetadata, event: RunEventPersisted) -> RunEventPersisted:
+        """Return ``event`` as the current schema sees it (for consumers of stored events)."""
+        result = self.upcast_payload(metadata, event)
+        if result.payload is event.payload and result.schema_version == event.schema_version:
+            return event
+        return dataclasses.replace(
+            event, payload=result.payload, schema_version=result.schema_version
+        )
+
+
+def _copy_json(value: JSON) -> JSON:
+    # Payloads are plain JSON, so this is a deep copy at a fraction of copy.deepcopy's cost.
+    if type(value) is dict:
+        return {key: _copy_json(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copy_json(item) for item in value]
+    return value
+
+
+def known_fields(event_type: str) -> frozenset[str] | None:
+    """Return the fields the current schema of a built-in type knows; None for custom types."""
+    schema = BUILTIN_SCHEMAS.get(event_type)
+    return None if schema is None else schema.fields
