@@ -1,0 +1,371 @@
+"""Throughput of the PostgreSQL adapter next to its ceiling (pgbench) and a baseline.
+
+Measures bootstraps/s (metadata + 2 events + 2 outbox records) and single-event appends/s at
+several concurrency levels; pgbench runs the same writes as one SQL statement per operation
+(plain, and with the adapter's NOTIFY); eventsourcing's PostgresApplicationRecorder inserts two
+events per "bootstrap" from threads. Every number is a median over rounds, and rounds visit the
+cells in turn so a noisy neighbour hurts all of them alike. Scratch schemas are dropped at the
+end. Example::
+
+    .venv/bin/python benchmarks/bench_postgres.py --seconds 3 --rounds 3
+    .venv/bin/python benchmarks/bench_postgres.py --prefill 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from runstate import RunBootstrapInput, RunEventInput, RunMetadata, open_store
+from runstate.adapters.postgres import PostgresStore, migrate
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+PGBENCH_BOOTSTRAP = """
+WITH m AS (
+    INSERT INTO {s}.run_metadata (run_id, workflow, input, labels, created_at, schema_version,
+                                  last_seq)
+    VALUES ('pgb-' || gen_random_uuid(), 'bench', '{{"n": 1}}', '{{}}', now(), 1, 2)
+    RETURNING run_id
+), e AS (
+    INSERT INTO {s}.run_events (run_id, seq, event_id, type, payload, schema_version,
+                                recorded_at)
+    SELECT m.run_id, g, gen_random_uuid()::text, 'RunQueued', '{{"queue": "q"}}', 1, now()
+      FROM m, generate_series(1, 2) AS g
+    RETURNING position, run_id, seq, recorded_at
+), o AS (
+    INSERT INTO {s}.run_outbox (outbox_id, run_id, seq, workflow, recorded_at)
+    SELECT position, run_id, seq, 'bench', recorded_at FROM e
+    RETURNING 1
+)
+SELECT {tail} FROM (SELECT count(*) FROM o) AS done;
+"""
+
+PGBENCH_APPEND = """
+WITH m AS (
+    UPDATE {s}.run_metadata SET last_seq = last_seq + 1
+     WHERE run_id = 'pgb-run-' || :client_id
+    RETURNING run_id, last_seq, workflow
+), e AS (
+    INSERT INTO {s}.run_events (run_id, seq, event_id, type, payload, schema_version,
+                                recorded_at)
+    SELECT run_id, last_seq, gen_random_uuid()::text, 'Step', '{{"n": 1}}', 1, now() FROM m
+    RETURNING position, run_id, seq, recorded_at
+), o AS (
+    INSERT INTO {s}.run_outbox (outbox_id, run_id, seq, workflow, recorded_at)
+    SELECT position, run_id, seq, 'bench', recorded_at FROM e
+    RETURNING 1
+)
+SELECT {tail} FROM (SELECT count(*) FROM o) AS done;
+"""
+
+PREFILL_SQL = """
+INSERT INTO run_metadata (run_id, workflow, input, labels, created_at, schema_version, last_seq)
+SELECT 'pre-' || r, 'bench', '{{"n": 1}}', '{{}}', now(), 1, {per_run}
+  FROM generate_series(1, {runs}) AS r;
+INSERT INTO run_events (run_id, seq, event_id, type, payload, schema_version, recorded_at)
+SELECT 'pre-' || r, s, md5(r || '-' || s), 'Step', '{{"n": 1, "pad": "xxxxxxxxxxxxxxxx"}}', 1,
+       now()
+  FROM generate_series(1, {runs}) AS r, generate_series(1, {per_run}) AS s;
+INSERT INTO run_outbox (outbox_id, run_id, seq, workflow, recorded_at, delivered_at)
+SELECT position, run_id, seq, 'bench', recorded_at, now() FROM run_events
+ WHERE run_id LIKE 'pre-%';
+"""
+
+
+def _event_batch(*types: str) -> list[RunEventInput]:
+    return [RunEventInput(type=t, payload={"queue": "q"}) for t in types]
+
+
+async def _timed_tasks(
+    concurrency: int, seconds: float, op: Callable[[int], Awaitable[None]]
+) -> float:
+    deadline = time.perf_counter() + seconds
+    counts = [0] * concurrency
+
+    async def worker(index: int) -> None:
+        while time.perf_counter() < deadline:
+            await op(index)
+            counts[index] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+async def runstate_cell(url: str, schema: str, op: str, concurrency: int, seconds: float) -> float:
+    """Operations per second of the adapter for one (operation, concurrency) cell."""
+    store = await open_store(url, schema=schema, pool_size=concurrency)
+    assert isinstance(store, PostgresStore)
+    try:
+        if op == "bootstrap":
+
+            async def bootstrap(_index: int) -> None:
+                metadata = RunMetadata(
+                    run_id=f"rs-{uuid.uuid4().hex}", workflow="bench", input={"n": 1}
+                )
+                await store.bootstrap_run_tx(
+                    RunBootstrapInput(
+                        metadata=metadata, first_events=_event_batch("RunQueued", "RunStarted")
+                    )
+                )
+
+            return await _timed_tasks(concurrency, seconds, bootstrap)
+        runs = [f"rs-append-{uuid.uuid4().hex}" for _ in range(concurrency)]
+        for run_id in runs:
+            await store.bootstrap_run_tx(
+                RunBootstrapInput(
+                    metadata=RunMetadata(run_id=run_id, workflow="bench"),
+                    first_events=_event_batch("RunQueued"),
+                )
+            )
+
+        async def append(index: int) -> None:
+            await store.append_and_enqueue_tx(runs[index], _event_batch("Step"))
+
+        return await _timed_tasks(concurrency, seconds, append)
+    finally:
+        await store.close()
+
+
+def pgbench_cell(
+    url: str, schema: str, op: str, concurrency: int, seconds: float, notify: bool
+) -> float:
+    """Transactions per second of pgbench running the equivalent single statement."""
+    parts = urlsplit(url)
+    template = PGBENCH_BOOTSTRAP if op == "bootstrap" else PGBENCH_APPEND
+    tail = "pg_notify('runstate_bench', 'x')" if notify else "1"
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(template.format(s=f'"{schema}"', tail=tail))
+    command = [
+        "pgbench",
+        "-h",
+        parts.hostname or "127.0.0.1",
+        "-p",
+        str(parts.port or 5432),
+        "-U",
+        parts.username or "postgres",
+        "-M",
+        "prepared",
+        "-c",
+        str(concurrency),
+        "-j",
+        str(min(2, concurrency)),
+        "-T",
+        str(max(1, round(seconds))),
+        "-n",
+        "-f",
+        script.name,
+        parts.path.lstrip("/") or "postgres",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    finally:
+        Path(script.name).unlink()
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
+    if match is None:
+        raise RuntimeError(f"pgbench printed no tps:\n{done.stdout}\n{done.stderr}")
+    return float(match.group(1))
+
+
+def eventsourcing_cell(url: str, schema: str, threads: int, seconds: float) -> float:
+    """Two-event inserts per second through eventsourcing's PostgreSQL application recorder."""
+    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+
+    parts = urlsplit(url)
+    datastore = PostgresDatastore(
+        dbname=parts.path.lstrip("/"),
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password or "",
+        pool_size=threads,
+        schema=schema,
+    )
+    try:
+        recorder = PostgresApplicationRecorder(datastore)
+        recorder.create_table()
+        counts = [0] * threads
+        deadline = time.perf_counter() + seconds
+
+        def worker(index: int) -> None:
+            while time.perf_counter() < deadline:
+                originator = uuid.uuid4()
+                recorder.insert_events(
+                    [
+                        StoredEvent(originator, 1, "RunQueued", b'{"queue":"q"}'),
+                        StoredEvent(originator, 2, "RunStarted", b'{"queue":"q"}'),
+                    ]
+                )
+                counts[index] += 1
+
+        started = time.perf_counter()
+        pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        return sum(counts) / (time.perf_counter() - started)
+    finally:
+        datastore.close()
+
+
+async def _admin(url: str, sql: str, *args: Any) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(sql, *args)
+    finally:
+        await connection.close()
+
+
+async def _prepare_pgbench_schema(url: str, schema: str, max_clients: int) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await migrate(connection, schema)
+        await connection.execute(
+            f'INSERT INTO "{schema}".run_metadata (run_id, workflow, input, labels,'  # noqa: S608
+            " created_at, schema_version) SELECT 'pgb-run-' || g, 'bench', 'null', '{}',"
+            " now(), 1 FROM generate_series(0, $1) AS g",
+            max_clients,
+        )
+    finally:
+        await connection.close()
+
+
+async def prefill(url: str, schema: str, events: int) -> float:
+    """Store ``events`` delivered events in ``schema`` with set-based SQL; return seconds."""
+    per_run = 10
+    runs = max(1, events // per_run)
+    started = time.perf_counter()
+    connection = await asyncpg.connect(url, server_settings={"search_path": f'"{schema}"'})
+    try:
+        await connection.execute(PREFILL_SQL.format(runs=runs, per_run=per_run))
+        await connection.execute("VACUUM ANALYZE run_metadata, run_events, run_outbox")
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
+
+def _median(samples: list[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+async def main() -> None:
+    """Parse arguments, run every cell round-robin, print the table of medians."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one cell")
+    parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--es-threads", type=int, default=8)
+    parser.add_argument("--prefill", type=int, default=0, help="events to store, then rerun")
+    parser.add_argument("--skip-pgbench", action="store_true")
+    parser.add_argument("--skip-eventsourcing", action="store_true")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    tag = uuid.uuid4().hex[:10]
+    rs_schema, pgb_schema, es_schema = (
+        f"rs_bench_{tag}",
+        f"rs_bench_pgb_{tag}",
+        f"rs_bench_es_{tag}",
+    )
+    results: dict[str, list[float]] = {}
+
+    def record(key: str, value: float) -> None:
+        results.setdefault(key, []).append(value)
+        print(f"  {key:<40} {value:>10.0f}/s", flush=True)
+
+    try:
+        await _migrate_only(args.url, rs_schema)
+        if not args.skip_pgbench:
+            await _prepare_pgbench_schema(args.url, pgb_schema, max(levels))
+        if not args.skip_eventsourcing:
+            await _admin(args.url, f'CREATE SCHEMA "{es_schema}"')
+        phases = ["empty"] + (["prefilled"] if args.prefill else [])
+        for phase in phases:
+            if phase == "prefilled":
+                took = await prefill(args.url, rs_schema, args.prefill)
+                print(f"prefilled {args.prefill} events in {took:.1f}s", flush=True)
+            for round_no in range(1, args.rounds + 1):
+                print(f"{phase} round {round_no}", flush=True)
+                for op in ("bootstrap", "append"):
+                    for level in levels:
+                        value = await runstate_cell(args.url, rs_schema, op, level, args.seconds)
+                        record(f"{phase}/runstate/{op}/{level}", value)
+                        if phase == "empty" and not args.skip_pgbench:
+                            for notify in (False, True):
+                                name = "pgbench+notify" if notify else "pgbench"
+                                value = pgbench_cell(
+                                    args.url, pgb_schema, op, level, args.seconds, notify
+                                )
+                                record(f"{phase}/{name}/{op}/{level}", value)
+                if phase == "empty" and not args.skip_eventsourcing:
+                    value = eventsourcing_cell(args.url, es_schema, args.es_threads, args.seconds)
+                    record(f"{phase}/eventsourcing/bootstrap/{args.es_threads}", value)
+        _print_table(results, levels, args)
+    finally:
+        for schema in (rs_schema, pgb_schema, es_schema):
+            await _admin(args.url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def _migrate_only(url: str, schema: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await migrate(connection, schema)
+    finally:
+        await connection.close()
+
+
+def _print_table(results: dict[str, list[float]], levels: list[int], args: Any) -> None:
+    med = {key: _median(values) for key, values in results.items()}
+    print()
+    print(
+        f"medians over {args.rounds} rounds of {args.seconds:g}s "
+        f"(ops/s; bootstrap = metadata + 2 events + 2 outbox rows)"
+    )
+    header = (
+        f"{'operation':<10} {'conc':>4} {'runstate':>9} {'pgbench':>9} {'ratio':>6} "
+        f"{'pgb+ntfy':>9} {'ratio':>6}"
+    )
+    if args.prefill:
+        header += f" {'prefilled':>9} {'vs empty':>8}"
+    print(header)
+    for op in ("bootstrap", "append"):
+        for level in levels:
+            ours = med.get(f"empty/runstate/{op}/{level}", float("nan"))
+            plain = med.get(f"empty/pgbench/{op}/{level}", float("nan"))
+            notify = med.get(f"empty/pgbench+notify/{op}/{level}", float("nan"))
+            line = (
+                f"{op:<10} {level:>4} {ours:>9.0f} {plain:>9.0f} {ours / plain:>6.2f} "
+                f"{notify:>9.0f} {ours / notify:>6.2f}"
+            )
+            if args.prefill:
+                full = med.get(f"prefilled/runstate/{op}/{level}", float("nan"))
+                line += f" {full:>9.0f} {full / ours:>8.2f}"
+            print(line)
+    es = med.get(f"empty/eventsourcing/bootstrap/{args.es_threads}")
+    if es is not None:
+        ours = med.get(f"empty/runstate/bootstrap/{args.es_threads}", float("nan"))
+        print(
+            f"eventsourcing 9.5.6 PostgresApplicationRecorder, {args.es_threads} threads, "
+            f"2 events per insert: {es:.0f}/s; runstate bootstrap at {args.es_threads}: "
+            f"{ours:.0f}/s = {ours / es:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,32 @@
+"""The PostgreSQL adapter: an asyncpg pool, plpgsql write functions, LISTEN/NOTIFY wake-ups.
+
+``open_store("postgresql://user@host/db?schema=runstate&pool_size=10")``. Tables live in one
+schema of an existing database (default ``runstate``), created and migrated on open. Every
+write sends one NOTIFY on channel ``runstate_outbox`` with the schema name as payload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..._url import StoreUrl
+from ._config import SUPPORTED_OPTIONS, PostgresConfig, parse_config
+from ._listen import NOTIFY_CHANNEL
+from ._migrate import applied_version, migrate
+from ._store import PostgresStore
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "SUPPORTED_OPTIONS",
+    "PostgresConfig",
+    "PostgresStore",
+    "applied_version",
+    "migrate",
+    "open_postgres_store",
+    "parse_config",
+]
+
+
+async def open_postgres_store(url: StoreUrl, options: dict[str, Any]) -> PostgresStore:
+    """Open a PostgreSQL store from a parsed URL and ``open_store`` keyword options."""
+    return await PostgresStore.open(parse_config(url, options))

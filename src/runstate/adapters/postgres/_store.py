@@ -1,0 +1,442 @@
+"""``PostgresStore``: the RunStateStore and OutboxStore protocols on an asyncpg pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ..._validation import (
+    CheckedEvent,
+    check_append,
+    check_aware_datetime,
+    check_bootstrap,
+    check_identifier,
+    check_page,
+    check_run_filters,
+)
+from ...errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    RunAlreadyExists,
+    RunNotFound,
+)
+from ...types import (
+    AppendResult,
+    OutboxRecord,
+    OutboxStats,
+    RunBootstrapInput,
+    RunEventInput,
+    RunEventPersisted,
+    RunMetadata,
+    RunSummary,
+)
+from . import _catalog, _outbox
+from ._config import PostgresConfig, quote_ident
+from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
+from ._listen import NOTIFY_CHANNEL, OutboxListener
+from ._migrate import migrate
+
+T = TypeVar("T")
+
+_BOOTSTRAP_SQL = (
+    "SELECT o_code, o_last_seq, o_appended, o_positions, o_recorded_at, o_same_request"
+    " FROM runstate_bootstrap($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+_APPEND_SQL = (
+    "SELECT o_code, o_last_seq, o_appended, o_positions, o_recorded_at"
+    " FROM runstate_append($1, $2, $3, $4, $5, $6, $7)"
+)
+_LIST_EVENTS_SQL = (
+    "SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at,"
+    " recorded_at FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+)
+_METADATA_SQL = (
+    "SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id, input, labels,"
+    " created_at, schema_version FROM run_metadata WHERE run_id = $1"
+)
+_MAX_ERROR_TEXT = 10_000
+
+
+async def _init_connection(connection: Any) -> None:
+    # json (not jsonb) columns hold the exact text we wrote; decode it with the same library
+    # that validated it, so big ints, 5e-324 and key order come back unchanged.
+    await connection.set_type_codec(
+        "json", encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
+    )
+
+
+def _encode_json(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
+
+
+def connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
+    """The asyncpg keyword arguments shared by the pool and the LISTEN connection."""
+    return {
+        "server_settings": {"search_path": quote_ident(config.schema)},
+        "statement_cache_size": config.statement_cache_size,
+        "command_timeout": config.command_timeout,
+        "timeout": config.connect_timeout,
+    }
+
+
+class PostgresStore:
+    """A ``RunStateStore`` and ``OutboxStore`` on PostgreSQL: one round trip per write."""
+
+    def __init__(self, config: PostgresConfig, pool: Any) -> None:
+        self._config = config
+        self._pool = pool
+        self._max_payload_bytes = config.max_payload_bytes
+        self._acquire_timeout = config.command_timeout
+        self._closed = False
+        self._listener = OutboxListener(config.schema, self._connect_listener)
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this store's tables."""
+        return self._config.schema
+
+    @classmethod
+    async def open(cls, config: PostgresConfig) -> PostgresStore:
+        """Create the pool, migrate the schema if needed, and return the open store."""
+        with translated(config.raw_url, "connecting"):
+            pool = await asyncpg.create_pool(
+                config.dsn,
+                min_size=1,
+                max_size=config.pool_size,
+                init=_init_connection,
+                **connect_kwargs(config),
+            )
+        try:
+            with translated(config.raw_url, "migrating"):
+                async with pool.acquire(timeout=config.connect_timeout) as connection:
+                    await migrate(connection, config.schema)
+        except BaseException:
+            pool.terminate()
+            raise
+        return cls(config, pool)
+
+    async def _connect_listener(self) -> Any:
+        return await asyncpg.connect(self._config.dsn, **connect_kwargs(self._config))
+
+    async def __aenter__(self) -> PostgresStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the LISTEN connection and the pool; the store is unusable afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._listener.close()
+        try:
+            await asyncio.wait_for(self._pool.close(), 10.0)
+        except (*DRIVER_ERRORS,):
+            self._pool.terminate()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInput("the store is closed")
+
+    async def _run(
+        self, action: str, work: Callable[[Any], Awaitable[T]], *, retry: bool = False
+    ) -> T:
+        """Run ``work`` on a pooled connection; reads get one retry after a lost connection."""
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            try:
+                connection = await self._pool.acquire(timeout=self._acquire_timeout)
+                try:
+                    return await work(connection)
+                finally:
+                    await self._release(connection)
+            except DRIVER_ERRORS as exc:
+                if attempt + 1 < attempts and is_connection_loss(exc):
+                    continue
+                raise to_store_unavailable(exc, self._config.raw_url, action) from exc
+        raise AssertionError("unreachable")
+
+    async def _release(self, connection: Any) -> None:
+        # On failure the pool has already terminated the broken connection and will open a
+        # new one; the caller's own outcome (result or error) is what matters.
+        with contextlib.suppress(Exception):
+            await self._pool.release(connection)
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
+        """Atomically store a new run's metadata, its first events and their outbox records."""
+        self._check_open()
+        checked_metadata, events = check_bootstrap(input, self._max_payload_bytes)
+        metadata = checked_metadata.metadata
+        args = (
+            metadata.run_id,
+            metadata.workflow,
+            metadata.workflow_version,
+            metadata.tenant_id,
+            metadata.parent_run_id,
+            checked_metadata.input_json,
+            checked_metadata.labels_json,
+            metadata.created_at,
+            metadata.schema_version,
+            *_event_arrays(events),
+        )
+
+        async def work(connection: Any) -> Any:
+            return await connection.fetchrow(_BOOTSTRAP_SQL, *args)
+
+        row = await self._run("bootstrap_run_tx", work)
+        if row["o_code"] == "RUN_ALREADY_EXISTS":
+            raise RunAlreadyExists(metadata.run_id, same_request=row["o_same_request"])
+        return _append_result(metadata.run_id, events, row)
+
+    async def append_and_enqueue_tx(
+        self,
+        run_id: str,
+        events: Sequence[RunEventInput],
+        *,
+        expected_seq: int | None = None,
+    ) -> AppendResult:
+        """Atomically append events to an existing run, with one outbox record per new event."""
+        self._check_open()
+        checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
+        args = (run_id, expected_seq, *_event_arrays(checked))
+
+        async def work(connection: Any) -> Any:
+            return await connection.fetchrow(_APPEND_SQL, *args)
+
+        row = await self._run("append_and_enqueue_tx", work)
+        code = row["o_code"]
+        if code == "RUN_NOT_FOUND":
+            raise RunNotFound(run_id)
+        if code == "CONCURRENCY_CONFLICT":
+            assert expected_seq is not None
+            raise ConcurrencyConflict(
+                run_id, expected_seq=expected_seq, actual_seq=row["o_last_seq"]
+            )
+        return _append_result(run_id, checked, row)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def list_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[RunEventPersisted]:
+        """Return the run's events with ``seq > after_seq`` in seq order, at most ``limit``."""
+        self._check_open()
+        check_identifier(run_id, "run_id")
+        check_page(after_seq, limit)
+
+        async def work(connection: Any) -> list[Any]:
+            rows: list[Any] = await connection.fetch(_LIST_EVENTS_SQL, run_id, after_seq, limit)
+            return rows
+
+        rows = await self._run("list_events", work, retry=True)
+        return [_outbox.event_from_row(row) for row in rows]
+
+    async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
+        """Return the run's metadata, or ``None`` if the run does not exist."""
+        self._check_open()
+        check_identifier(run_id, "run_id")
+
+        async def work(connection: Any) -> Any:
+            return await connection.fetchrow(_METADATA_SQL, run_id)
+
+        row = await self._run("get_run_metadata_by_run_id", work, retry=True)
+        return None if row is None else _catalog.metadata_from_row(row)
+
+    # -- catalog -----------------------------------------------------------------------
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        tenant_id: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        self._check_open()
+        check_run_filters(workflow, tenant_id, created_after, limit, offset)
+        args = (workflow, tenant_id, created_after, limit, offset)
+
+        async def work(connection: Any) -> list[Any]:
+            rows: list[Any] = await connection.fetch(_catalog.LIST_RUNS_SQL, *args)
+            return rows
+
+        rows = await self._run("list_runs", work, retry=True)
+        return [_catalog.summary_from_row(row) for row in rows]
+
+    async def read_all(
+        self, *, after_position: int = 0, limit: int = 500
+    ) -> list[RunEventPersisted]:
+        """Return events of every run with ``position > after_position``, in position order."""
+        self._check_open()
+        check_page(after_position, limit)
+
+        async def work(connection: Any) -> list[Any]:
+            rows: list[Any] = await connection.fetch(_catalog.READ_ALL_SQL, after_position, limit)
+            return rows
+
+        rows = await self._run("read_all", work, retry=True)
+        return _catalog.safe_prefix(rows, after_position)
+
+    async def head_position(self) -> int:
+        """Return a position to follow from: ``read_all`` after it returns only newer events."""
+        self._check_open()
+
+        async def work(connection: Any) -> int:
+            return int(await connection.fetchval(_catalog.HEAD_POSITION_SQL))
+
+        return await self._run("head_position", work, retry=True)
+
+    # -- outbox ------------------------------------------------------------------------
+
+    async def claim_outbox_batch(
+        self, *, owner: str, limit: int, lease_seconds: float
+    ) -> list[OutboxRecord]:
+        """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
+        self._check_open()
+        check_identifier(owner, "owner")
+        if type(limit) is not int or limit < 0:
+            raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
+        if type(lease_seconds) not in (int, float) or not 0 < lease_seconds < 10**9:
+            raise InvalidInput(
+                f"must be a positive number, got {lease_seconds!r}", field="lease_seconds"
+            )
+        if limit == 0:
+            return []
+
+        async def work(connection: Any) -> list[Any]:
+            rows: list[Any] = await connection.fetch(
+                _outbox.CLAIM_SQL, owner, limit, float(lease_seconds)
+            )
+            return rows
+
+        rows = await self._run("claim_outbox_batch", work)
+        return [_outbox.record_from_row(row) for row in rows]
+
+    async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
+        """Record delivery of records leased by ``owner``; return how many were updated."""
+        self._check_open()
+        ids = _check_ids(outbox_ids)
+
+        async def work(connection: Any) -> int:
+            return int(await connection.fetchval(_outbox.MARK_DELIVERED_SQL, ids, owner))
+
+        return await self._run("mark_delivered", work)
+
+    async def mark_failed(
+        self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
+        self._check_open()
+        (checked_id,) = _check_ids([outbox_id])
+        check_aware_datetime(retry_at, "retry_at", optional=True)
+        # text columns refuse NUL; the error is diagnostics, so keep it readable and bounded.
+        text = str(error).replace("\x00", "\\0")[:_MAX_ERROR_TEXT]
+
+        async def work(connection: Any) -> None:
+            await connection.execute(_outbox.MARK_FAILED_SQL, checked_id, owner, text, retry_at)
+
+        await self._run("mark_failed", work)
+
+    async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
+        """Give back leased records undelivered, without counting an attempt."""
+        self._check_open()
+        ids = _check_ids(outbox_ids)
+        await self._update_and_notify("release_outbox", _outbox.RELEASE_SQL, ids, owner)
+
+    async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
+        """Make dead-lettered records deliverable again; return how many."""
+        self._check_open()
+        check_identifier(run_id, "run_id", optional=True)
+        return await self._update_and_notify("redrive_dead_letters", _outbox.REDRIVE_SQL, run_id)
+
+    async def _update_and_notify(self, action: str, sql: str, *args: object) -> int:
+        async def work(connection: Any) -> int:
+            count = int(await connection.fetchval(sql, *args))
+            if count:
+                # After the autocommitted update, so a woken relay sees the change.
+                await connection.execute(_outbox.NOTIFY_SQL, NOTIFY_CHANNEL)
+            return count
+
+        return await self._run(action, work)
+
+    async def outbox_stats(self) -> OutboxStats:
+        """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
+        self._check_open()
+
+        async def work(connection: Any) -> Any:
+            return await connection.fetchrow(_outbox.STATS_SQL)
+
+        return _outbox.stats_from_row(await self._run("outbox_stats", work, retry=True))
+
+    async def wait_for_outbox(self, timeout: float) -> None:
+        """Return when new records may be claimable, or after ``timeout`` seconds."""
+        self._check_open()
+        with translated(self._config.raw_url, "wait_for_outbox"):
+            await self._listener.wait(timeout)
+
+
+def _event_arrays(
+    events: list[CheckedEvent],
+) -> tuple[list[str], list[str], list[str], list[int], list[datetime | None]]:
+    return (
+        [item.event.event_id for item in events],
+        [item.event.type for item in events],
+        [item.payload_json for item in events],
+        [item.event.schema_version for item in events],
+        [item.event.occurred_at for item in events],
+    )
+
+
+def _append_result(run_id: str, events: list[CheckedEvent], row: Any) -> AppendResult:
+    appended_indexes: list[int] = list(row["o_appended"])
+    positions: list[int] = list(row["o_positions"] or ())
+    last_seq: int = row["o_last_seq"]
+    recorded_at: datetime = row["o_recorded_at"].astimezone(UTC)
+    first_seq = last_seq - len(appended_indexes) + 1
+    appended = []
+    for offset, (index, position) in enumerate(zip(appended_indexes, positions, strict=True)):
+        item = events[index - 1]
+        event = item.event
+        appended.append(
+            RunEventPersisted(
+                run_id=run_id,
+                seq=first_seq + offset,
+                position=position,
+                type=event.type,
+                payload=json.loads(item.payload_json),
+                event_id=event.event_id,
+                schema_version=event.schema_version,
+                occurred_at=None
+                if event.occurred_at is None
+                else event.occurred_at.astimezone(UTC),
+                recorded_at=recorded_at,
+            )
+        )
+    kept = set(appended_indexes)
+    deduplicated = tuple(
+        item.event.event_id for index, item in enumerate(events, start=1) if index not in kept
+    )
+    return AppendResult(
+        run_id=run_id, appended=tuple(appended), deduplicated=deduplicated, last_seq=last_seq
+    )
+
+
+def _check_ids(outbox_ids: object) -> list[int]:
+    if isinstance(outbox_ids, (str, bytes)) or not isinstance(outbox_ids, Sequence):
+        raise InvalidInput("must be a sequence of ints", field="outbox_ids")
+    ids = list(outbox_ids)
+    for value in ids:
+        if type(value) is not int or not 0 < value < 2**63:
+            raise InvalidInput(f"must be positive ints, got {value!r}", field="outbox_ids")
+    return ids

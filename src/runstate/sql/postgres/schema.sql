@@ -1,0 +1,266 @@
+-- The canonical runstate schema on PostgreSQL: what migrations 0001.. produce, in one file.
+-- tests/test_postgres_schema.py checks that applying this file and applying the migrations
+-- give the same catalog. Run it with search_path set to the target schema. It does not
+-- record versions; a store opened on the schema afterwards would try to migrate again, so
+-- use it for review and diffing, and let open_store / migrate() create real schemas.
+
+CREATE TABLE runstate_schema_version (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE run_metadata (
+    run_id text PRIMARY KEY,
+    workflow text NOT NULL,
+    workflow_version text,
+    tenant_id text,
+    parent_run_id text,
+    -- json, not jsonb: the text is kept verbatim so key order and number spelling round-trip.
+    input json NOT NULL,
+    labels json NOT NULL,
+    created_at timestamptz NOT NULL,
+    schema_version integer NOT NULL,
+    -- The run's last seq: writers serialize on this row (compare-and-set), never on a table.
+    last_seq bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE run_events (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id text NOT NULL REFERENCES run_metadata (run_id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    event_id text NOT NULL,
+    type text NOT NULL,
+    payload json NOT NULL,
+    schema_version integer NOT NULL,
+    occurred_at timestamptz,
+    recorded_at timestamptz NOT NULL,
+    CONSTRAINT run_events_run_seq UNIQUE (run_id, seq),
+    CONSTRAINT run_events_run_event_id UNIQUE (run_id, event_id)
+);
+
+CREATE TABLE run_outbox (
+    -- The event's position: one record per event, and a stable id for the relay.
+    outbox_id bigint PRIMARY KEY REFERENCES run_events (position) ON DELETE CASCADE,
+    run_id text NOT NULL,
+    seq bigint NOT NULL,
+    workflow text NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    available_at timestamptz,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    last_error text,
+    dead boolean NOT NULL DEFAULT false,
+    delivered_at timestamptz
+);
+
+-- list_runs: newest first.
+CREATE INDEX run_metadata_created ON run_metadata (created_at DESC, run_id DESC);
+
+-- The claim query walks undelivered records only; delivered history never slows it down.
+CREATE INDEX run_outbox_pending ON run_outbox (outbox_id) WHERE delivered_at IS NULL;
+CREATE INDEX run_outbox_pending_run ON run_outbox (run_id, seq) WHERE delivered_at IS NULL;
+
+CREATE TABLE runstate_outbox_watchers (
+    pid integer PRIMARY KEY,
+    since timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE FUNCTION runstate_watch(OUT o_claimable boolean)
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('runstate.outbox.' || current_schema(), 0));
+    -- Rows of relays that died without unregistering only cost needless notifications.
+    DELETE FROM runstate_outbox_watchers AS w
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = w.pid);
+    INSERT INTO runstate_outbox_watchers (pid) VALUES (pg_backend_pid())
+    ON CONFLICT (pid) DO NOTHING;
+    -- Every writer that missed our row has committed by now (we waited for its lock), so
+    -- what it wrote is visible here: report it instead of sleeping through it.
+    SELECT EXISTS (
+        SELECT 1 FROM run_outbox AS o
+         WHERE o.delivered_at IS NULL
+           AND NOT o.dead
+           AND (o.available_at IS NULL OR o.available_at <= now())
+           AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
+           AND NOT EXISTS (SELECT 1 FROM run_outbox AS p
+                            WHERE p.run_id = o.run_id AND p.delivered_at IS NULL
+                              AND p.seq < o.seq))
+      INTO o_claimable;
+END
+$fn$;
+
+CREATE FUNCTION runstate_unwatch()
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    DELETE FROM runstate_outbox_watchers WHERE pid = pg_backend_pid();
+$fn$;
+
+CREATE FUNCTION runstate_bootstrap(
+    p_run_id text,
+    p_workflow text,
+    p_workflow_version text,
+    p_tenant_id text,
+    p_parent_run_id text,
+    p_input text,
+    p_labels text,
+    p_created_at timestamptz,
+    p_schema_version integer,
+    p_event_ids text[],
+    p_types text[],
+    p_payloads text[],
+    p_schema_versions integer[],
+    p_occurred_at timestamptz[],
+    OUT o_code text,
+    OUT o_last_seq bigint,
+    OUT o_appended integer[],
+    OUT o_positions bigint[],
+    OUT o_recorded_at timestamptz,
+    OUT o_same_request boolean
+)
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    -- The first occurrence of each event id, in call order; later twins are duplicates.
+    SELECT coalesce(array_agg(t.i ORDER BY t.i), '{}')
+      INTO o_appended
+      FROM (SELECT min(u.i)::integer AS i
+              FROM unnest(p_event_ids) WITH ORDINALITY AS u (id, i)
+             GROUP BY u.id) AS t;
+    o_last_seq := cardinality(o_appended);
+
+    -- The primary key decides the winner: a concurrent inserter makes us wait for its commit,
+    -- then DO NOTHING; no unique_violation, no deadlock.
+    INSERT INTO run_metadata (run_id, workflow, workflow_version, tenant_id, parent_run_id,
+                              input, labels, created_at, schema_version, last_seq)
+    VALUES (p_run_id, p_workflow, p_workflow_version, p_tenant_id, p_parent_run_id,
+            p_input::json, p_labels::json, p_created_at, p_schema_version, o_last_seq)
+    ON CONFLICT (run_id) DO NOTHING;
+    IF NOT FOUND THEN
+        o_code := 'RUN_ALREADY_EXISTS';
+        o_appended := NULL;
+        o_last_seq := NULL;
+        -- A new statement, so a new snapshot: it sees the winner's committed rows.
+        SELECT m.workflow = p_workflow
+               AND m.workflow_version IS NOT DISTINCT FROM p_workflow_version
+               AND m.tenant_id IS NOT DISTINCT FROM p_tenant_id
+               AND m.parent_run_id IS NOT DISTINCT FROM p_parent_run_id
+               AND m.input::jsonb = p_input::jsonb
+               AND m.labels::jsonb = p_labels::jsonb
+               AND ARRAY(SELECT e.event_id FROM run_events AS e
+                          WHERE e.run_id = p_run_id
+                          ORDER BY e.seq
+                          LIMIT cardinality(p_event_ids)) = p_event_ids
+          INTO o_same_request
+          FROM run_metadata AS m
+         WHERE m.run_id = p_run_id;
+        RETURN;
+    END IF;
+
+    -- Taken after any wait on the primary key, right before positions are drawn.
+    o_recorded_at := clock_timestamp();
+    WITH inserted AS (
+        INSERT INTO run_events (run_id, seq, event_id, type, payload, schema_version,
+                                occurred_at, recorded_at)
+        SELECT p_run_id, k.n, p_event_ids[k.i], p_types[k.i], p_payloads[k.i]::json,
+               p_schema_versions[k.i], p_occurred_at[k.i], o_recorded_at
+          FROM unnest(o_appended) WITH ORDINALITY AS k (i, n)
+         ORDER BY k.n
+        RETURNING position, seq
+    ), enqueued AS (
+        INSERT INTO run_outbox (outbox_id, run_id, seq, workflow, recorded_at)
+        SELECT inserted.position, p_run_id, inserted.seq, p_workflow, o_recorded_at
+          FROM inserted
+    )
+    SELECT array_agg(inserted.position ORDER BY inserted.seq) INTO o_positions FROM inserted;
+
+    PERFORM pg_advisory_xact_lock_shared(
+        hashtextextended('runstate.outbox.' || current_schema(), 0));
+    IF EXISTS (SELECT 1 FROM runstate_outbox_watchers) THEN
+        PERFORM pg_notify('runstate_outbox', current_schema());
+    END IF;
+    o_code := 'OK';
+END
+$fn$;
+
+CREATE FUNCTION runstate_append(
+    p_run_id text,
+    p_expected_seq bigint,
+    p_event_ids text[],
+    p_types text[],
+    p_payloads text[],
+    p_schema_versions integer[],
+    p_occurred_at timestamptz[],
+    OUT o_code text,
+    OUT o_last_seq bigint,
+    OUT o_appended integer[],
+    OUT o_positions bigint[],
+    OUT o_recorded_at timestamptz
+)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_workflow text;
+    v_count integer;
+BEGIN
+    -- Lock the run's own row first: appends to one run queue here, other runs never wait.
+    -- Under READ COMMITTED this returns the newest committed last_seq after any wait.
+    SELECT m.last_seq, m.workflow
+      INTO o_last_seq, v_workflow
+      FROM run_metadata AS m
+     WHERE m.run_id = p_run_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        o_code := 'RUN_NOT_FOUND';
+        RETURN;
+    END IF;
+    IF p_expected_seq IS NOT NULL AND p_expected_seq <> o_last_seq THEN
+        o_code := 'CONCURRENCY_CONFLICT';
+        RETURN;
+    END IF;
+
+    -- Dedupe in a later statement than the lock: its fresh snapshot sees the events that
+    -- the writer we may have waited for has committed.
+    SELECT coalesce(array_agg(t.i ORDER BY t.i), '{}')
+      INTO o_appended
+      FROM (SELECT min(u.i)::integer AS i
+              FROM unnest(p_event_ids) WITH ORDINALITY AS u (id, i)
+             WHERE NOT EXISTS (SELECT 1 FROM run_events AS e
+                                WHERE e.run_id = p_run_id AND e.event_id = u.id)
+             GROUP BY u.id) AS t;
+    o_code := 'OK';
+    o_recorded_at := clock_timestamp();
+    v_count := cardinality(o_appended);
+    IF v_count = 0 THEN
+        o_positions := '{}';
+        RETURN;
+    END IF;
+
+    WITH inserted AS (
+        INSERT INTO run_events (run_id, seq, event_id, type, payload, schema_version,
+                                occurred_at, recorded_at)
+        SELECT p_run_id, o_last_seq + k.n, p_event_ids[k.i], p_types[k.i],
+               p_payloads[k.i]::json, p_schema_versions[k.i], p_occurred_at[k.i],
+               o_recorded_at
+          FROM unnest(o_appended) WITH ORDINALITY AS k (i, n)
+         ORDER BY k.n
+        RETURNING position, seq
+    ), enqueued AS (
+        INSERT INTO run_outbox (outbox_id, run_id, seq, workflow, recorded_at)
+        SELECT inserted.position, p_run_id, inserted.seq, v_workflow, o_recorded_at
+          FROM inserted
+    )
+    SELECT array_agg(inserted.position ORDER BY inserted.seq) INTO o_positions FROM inserted;
+
+    o_last_seq := o_last_seq + v_count;
+    UPDATE run_metadata SET last_seq = o_last_seq WHERE run_id = p_run_id;
+    PERFORM pg_advisory_xact_lock_shared(
+        hashtextextended('runstate.outbox.' || current_schema(), 0));
+    IF EXISTS (SELECT 1 FROM runstate_outbox_watchers) THEN
+        PERFORM pg_notify('runstate_outbox', current_schema());
+    END IF;
+END
+$fn$;
