@@ -303,6 +303,16 @@ def check_run_filters(
         raise InvalidInput(f"must be a non-negative int, got {offset!r}", field="offset")
 
 
+def parse_position_cursor(cursor: object, limit: object) -> int:
+    """Validate a feed cursor of stores that commit in position order; return the position."""
+    check_page(0, limit)
+    if cursor is None:
+        return 0
+    if type(cursor) is not str or not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidInput(f"not a cursor of this store: {cursor!r}", field="cursor")
+    return int(cursor)
+
+
 def check_max_payload_bytes(value: object) -> int:
     """Validate the ``max_payload_bytes`` option of ``open_store``."""
     if type(value) is not int or value <= 0:

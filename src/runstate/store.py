@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from .types import (
     AppendResult,
+    FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
@@ -110,16 +111,17 @@ class RunCatalog(Protocol):
         """Return runs newest first (``created_at``, then ``run_id``, descending)."""
         ...
 
-    async def read_all(
-        self, *, after_position: int = 0, limit: int = 500
-    ) -> list[RunEventPersisted]:
-        """Return events of every run with ``position > after_position``, in position order.
+    async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
+        """Return events of every run committed after ``cursor`` (``None``: from the start).
 
-        A safe cursor: an event never becomes visible behind a position already returned,
-        so a follower that resumes after the last position it saw skips nothing.
+        The cursor is opaque and commit-safe: an event never becomes visible behind a cursor
+        already handed out, so a follower that resumes from the last cursor skips nothing,
+        even when writers commit out of position order (PostgreSQL orders the feed by
+        transaction id, then position, and shows a transaction only once every older one
+        has ended). Pass the returned ``FeedPage.cursor`` to the next call.
         """
         ...
 
-    async def head_position(self) -> int:
-        """Return a position to follow from: ``read_all`` after it returns only newer events."""
+    async def feed_head(self) -> str:
+        """Return a cursor at the current end of the feed, to follow only newer events."""
         ...

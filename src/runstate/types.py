@@ -101,6 +101,14 @@ class RunSummary:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class FeedPage:
+    """A page of the store-wide event feed and the cursor to resume after it."""
+
+    events: tuple[RunEventPersisted, ...]
+    cursor: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OutboxRecord:
     """One pending delivery of one stored event, as the relay claims it."""
 

@@ -23,10 +23,12 @@ from .._validation import (
     check_max_payload_bytes,
     check_page,
     check_run_filters,
+    parse_position_cursor,
 )
 from ..errors import ConcurrencyConflict, InvalidInput, RunAlreadyExists, RunNotFound
 from ..types import (
     AppendResult,
+    FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
@@ -260,26 +262,22 @@ class MemoryStore:
             for run in selected[offset : offset + limit]
         ]
 
-    async def read_all(
-        self, *, after_position: int = 0, limit: int = 500
-    ) -> list[RunEventPersisted]:
-        """Return events of every run with ``position > after_position``, in position order."""
+    async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
+        """Return events of every run after ``cursor``, in position order."""
         self._check_open()
-        check_page(after_position, limit)
+        after = parse_position_cursor(cursor, limit)
         # Writes are synchronous blocks, so positions become visible strictly in order.
         found = [
-            event
-            for run in self._runs.values()
-            for event in run.events
-            if event.position > after_position
+            event for run in self._runs.values() for event in run.events if event.position > after
         ]
         found.sort(key=lambda event: event.position)
-        return found[:limit]
+        page = tuple(found[:limit])
+        return FeedPage(events=page, cursor=str(page[-1].position) if page else str(after))
 
-    async def head_position(self) -> int:
-        """Return a position to follow from: ``read_all`` after it returns only newer events."""
+    async def feed_head(self) -> str:
+        """Return a cursor at the current end of the feed, to follow only newer events."""
         self._check_open()
-        return self._data.last_position
+        return str(self._data.last_position)
 
     # -- outbox -------------------------------------------------------------------------
 

@@ -248,14 +248,11 @@ def tail_command(
 async def _tail(url: str, from_start: bool, as_json: bool) -> None:
     async with open_store(url) as store:
         catalog = _catalog(store)
-        cursor = 0
-        if not from_start:
-            cursor = await catalog.head_position()
+        cursor = None if from_start else await catalog.feed_head()
         while True:
-            page = await catalog.read_all(after_position=cursor, limit=500)
-            for event in page:
+            page = await catalog.read_feed(cursor=cursor, limit=500)
+            for event in page.events:
                 _print_event(event, as_json, with_run=True)
-            if page:
-                cursor = page[-1].position
-                continue
-            await _wait_for_writes(store, FOLLOW_POLL_SECONDS)
+            cursor = page.cursor
+            if not page.events:
+                await _wait_for_writes(store, FOLLOW_POLL_SECONDS)

@@ -755,34 +755,69 @@ class RunStateStoreContract:
         with pytest.raises(InvalidInput):
             await catalog.list_runs(limit=-1)
 
-    async def test_read_all_follows_the_whole_store_in_position_order(
-        self, store: RunStateStore
-    ) -> None:
+    async def test_read_feed_follows_the_whole_store(self, store: RunStateStore) -> None:
         catalog = as_catalog(store)
-        existing = await catalog.read_all(after_position=0, limit=1_000_000)
-        cursor = existing[-1].position if existing else 0
+        cursor = await catalog.feed_head()
+        assert (await catalog.read_feed(cursor=cursor)).events == ()
         run_a, run_b = new_run_id(), new_run_id()
         await store.bootstrap_run_tx(bootstrap_input(run_a, "A1", "A2"))
         await store.bootstrap_run_tx(bootstrap_input(run_b, "B1"))
         await store.append_and_enqueue_tx(run_a, [RunEventInput(type="A3")])
         seen: list[tuple[str, int]] = []
         while True:
-            page = await catalog.read_all(after_position=cursor, limit=2)
-            if not page:
+            page = await catalog.read_feed(cursor=cursor, limit=2)
+            if not page.events:
+                assert page.cursor == cursor
                 break
-            assert len(page) <= 2
-            positions = [e.position for e in page]
-            assert positions == sorted(positions)
-            assert positions[0] > cursor
-            cursor = positions[-1]
-            seen.extend((e.run_id, e.seq) for e in page if e.run_id in {run_a, run_b})
+            assert len(page.events) <= 2
+            cursor = page.cursor
+            seen.extend((e.run_id, e.seq) for e in page.events if e.run_id in {run_a, run_b})
         assert seen == [(run_a, 1), (run_a, 2), (run_b, 1), (run_a, 3)]
-        head = await catalog.head_position()
-        assert head >= cursor
-        assert await catalog.read_all(after_position=head) == []
+        head = await catalog.feed_head()
+        assert (await catalog.read_feed(cursor=head)).events == ()
         await store.append_and_enqueue_tx(run_b, [RunEventInput(type="B2")])
-        (newer,) = [e for e in await catalog.read_all(after_position=head) if e.run_id == run_b]
-        assert newer.seq == 2
+        newer = [e for e in (await catalog.read_feed(cursor=head)).events if e.run_id == run_b]
+        assert [e.seq for e in newer] == [2]
+        from_start = await catalog.read_feed(limit=1_000_000)
+        mine = [(e.run_id, e.seq) for e in from_start.events if e.run_id in {run_a, run_b}]
+        assert sorted(mine) == sorted([*seen, (run_b, 2)])
+        with pytest.raises(InvalidInput):
+            await catalog.read_feed(cursor="not-a-cursor")
+
+    async def test_feed_follower_misses_nothing_under_concurrent_writers(
+        self, store: RunStateStore, second_store: RunStateStore
+    ) -> None:
+        catalog = as_catalog(store)
+        cursor = await catalog.feed_head()
+        run_ids = [new_run_id() for _ in range(8)]
+        done = asyncio.Event()
+        seen: list[tuple[str, int]] = []
+
+        async def follow() -> None:
+            nonlocal cursor
+            while True:
+                finished = done.is_set()
+                page = await catalog.read_feed(cursor=cursor, limit=7)
+                cursor = page.cursor
+                seen.extend((e.run_id, e.seq) for e in page.events if e.run_id in set(run_ids))
+                if finished and not page.events:
+                    return
+                await asyncio.sleep(0)
+
+        async def write(run_id: str, target: RunStateStore) -> None:
+            await target.bootstrap_run_tx(bootstrap_input(run_id))
+            for _ in range(5):
+                await target.append_and_enqueue_tx(run_id, [RunEventInput(type="Step")])
+
+        follower = asyncio.create_task(follow())
+        await asyncio.gather(
+            *(write(r, (store, second_store)[i % 2]) for i, r in enumerate(run_ids))
+        )
+        done.set()
+        await follower
+        assert len(seen) == len(set(seen)) == 48
+        for run_id in run_ids:
+            assert [s for r, s in seen if r == run_id] == [1, 2, 3, 4, 5, 6]
 
     # -- the model-based property test ---------------------------------------------------------
 

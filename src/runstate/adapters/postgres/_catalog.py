@@ -1,18 +1,14 @@
-"""Store-wide reads (``RunCatalog``): listing runs and following every event by position."""
+"""Store-wide reads (``RunCatalog``): listing runs and the commit-safe feed of every event."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from ...types import RunEventPersisted, RunMetadata, RunSummary
+from ...errors import InvalidInput
+from ...types import FeedPage, RunMetadata, RunSummary
 from ._outbox import event_from_row
-
-# How long a hole in the position sequence may stay open before read_all steps over it.
-# Positions are drawn inside the write function right before its commit, so a hole older than
-# this belongs to a write that was rolled back (or a crash), not to one still committing.
-STALE_GAP = timedelta(seconds=5)
 
 LIST_RUNS_SQL = """
 SELECT m.run_id, m.workflow, m.workflow_version, m.tenant_id, m.parent_run_id, m.input,
@@ -27,16 +23,20 @@ SELECT m.run_id, m.workflow, m.workflow_version, m.tenant_id, m.parent_run_id, m
  LIMIT $4 OFFSET $5
 """
 
-READ_ALL_SQL = """
+# The feed orders by writing transaction, then position, and shows only transactions older
+# than every one still in progress: a transaction that commits late can then never land
+# behind a cursor already handed out (positions alone can: they are drawn before commit).
+READ_FEED_SQL = """
 SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at,
-       recorded_at, clock_timestamp() AS now
+       recorded_at, tx_id::text AS tx_id
   FROM run_events
- WHERE position > $1
- ORDER BY position
- LIMIT $2
+ WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
+   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY tx_id, position
+ LIMIT $3
 """
 
-HEAD_POSITION_SQL = "SELECT coalesce(max(position), 0) FROM run_events"
+FEED_HEAD_SQL = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 
 
 def metadata_from_row(row: Mapping[str, Any]) -> RunMetadata:
@@ -64,19 +64,23 @@ def summary_from_row(row: Mapping[str, Any]) -> RunSummary:
     )
 
 
-def safe_prefix(rows: list[Mapping[str, Any]], after_position: int) -> list[RunEventPersisted]:
-    """Cut a page of events at the first young hole in positions.
+def parse_feed_cursor(cursor: object) -> tuple[str, int]:
+    """Split a feed cursor ``"<transaction id>:<position>"``; ``None`` is the start."""
+    if cursor is None:
+        return "0", 0
+    if type(cursor) is str:
+        tx_id, _, position = cursor.partition(":")
+        if tx_id.isdigit() and position.isdigit() and len(tx_id) <= 20 and len(position) <= 19:
+            return tx_id, int(position)
+    raise InvalidInput(f"not a cursor of this store: {cursor!r}", field="cursor")
 
-    Writers commit out of position order, so an event after a hole may be visible while the
-    event in the hole is still committing; returning it would move a follower's cursor past
-    that event for ever. Holes older than ``STALE_GAP`` are rolled-back writes and skipped.
-    """
-    events: list[RunEventPersisted] = []
-    expected = after_position + 1
-    for row in rows:
-        position: int = row["position"]
-        if position != expected and row["now"] - row["recorded_at"] < STALE_GAP:
-            break
-        events.append(event_from_row(row))
-        expected = position + 1
-    return events
+
+def feed_page(rows: list[Mapping[str, Any]], cursor: tuple[str, int]) -> FeedPage:
+    """Build a feed page and the cursor after its last event."""
+    if not rows:
+        return FeedPage(events=(), cursor=f"{cursor[0]}:{cursor[1]}")
+    last = rows[-1]
+    return FeedPage(
+        events=tuple(event_from_row(row) for row in rows),
+        cursor=f"{last['tx_id']}:{last['position']}",
+    )

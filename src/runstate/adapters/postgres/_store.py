@@ -28,6 +28,7 @@ from ...errors import (
 )
 from ...types import (
     AppendResult,
+    FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
@@ -274,28 +275,29 @@ class PostgresStore:
         rows = await self._run("list_runs", work, retry=True)
         return [_catalog.summary_from_row(row) for row in rows]
 
-    async def read_all(
-        self, *, after_position: int = 0, limit: int = 500
-    ) -> list[RunEventPersisted]:
-        """Return events of every run with ``position > after_position``, in position order."""
+    async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
+        """Return events of every run committed after ``cursor``, in commit-safe order."""
         self._check_open()
-        check_page(after_position, limit)
+        check_page(0, limit)
+        after = _catalog.parse_feed_cursor(cursor)
 
         async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(_catalog.READ_ALL_SQL, after_position, limit)
+            rows: list[Any] = await connection.fetch(
+                _catalog.READ_FEED_SQL, after[0], after[1], limit
+            )
             return rows
 
-        rows = await self._run("read_all", work, retry=True)
-        return _catalog.safe_prefix(rows, after_position)
+        rows = await self._run("read_feed", work, retry=True)
+        return _catalog.feed_page(rows, after)
 
-    async def head_position(self) -> int:
-        """Return a position to follow from: ``read_all`` after it returns only newer events."""
+    async def feed_head(self) -> str:
+        """Return a cursor at the current end of the feed, to follow only newer events."""
         self._check_open()
 
-        async def work(connection: Any) -> int:
-            return int(await connection.fetchval(_catalog.HEAD_POSITION_SQL))
+        async def work(connection: Any) -> str:
+            return str(await connection.fetchval(_catalog.FEED_HEAD_SQL))
 
-        return await self._run("head_position", work, retry=True)
+        return f"{await self._run('feed_head', work, retry=True)}:0"
 
     # -- outbox ------------------------------------------------------------------------
 

@@ -26,9 +26,13 @@ CREATE TABLE run_events (
     schema_version integer NOT NULL,
     occurred_at timestamptz,
     recorded_at timestamptz NOT NULL,
+    -- The writing transaction: the store-wide feed orders by it (see read_feed).
+    tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
     CONSTRAINT run_events_run_seq UNIQUE (run_id, seq),
     CONSTRAINT run_events_run_event_id UNIQUE (run_id, event_id)
 );
+
+CREATE INDEX run_events_feed ON run_events (tx_id, position);
 
 CREATE TABLE run_outbox (
     -- The event's position: one record per event, and a stable id for the relay.
