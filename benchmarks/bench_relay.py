@@ -1,0 +1,257 @@
+"""Relay throughput and latency into NATS JetStream.
+
+drain:   seed a backlog, time the relay draining it into JetStream, next to a baseline of nats-py
+         publishing the same pre-built envelopes (same batches, acks awaited per batch).
+latency: append events at a steady rate; measure commit-to-broker latency (a core NATS
+         subscriber sees each message as JetStream stores it) with store wake-ups and with pure
+         polling.
+
+    .venv/bin/python benchmarks/bench_relay.py --mode drain --events 100000 --repeat 3
+    .venv/bin/python benchmarks/bench_relay.py --mode latency --rate 1000 --seconds 10
+    .venv/bin/python benchmarks/bench_relay.py --store-url \
+        'postgresql://postgres@127.0.0.1:5432/test?schema=bench_relay'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import time
+import uuid
+from typing import Any
+
+import nats
+import nats.js.errors
+
+from runstate import OutboxStore, RunBootstrapInput, RunEventInput, RunMetadata, open_store
+from runstate.cloudevents import encode_cloudevent
+from runstate.relay import Relay
+from runstate.relay_metrics import RelayMetrics
+from runstate.sinks.nats import NatsSink
+
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+async def reset_store(url: str) -> None:
+    """Drop the benchmark schema so every round starts empty (PostgreSQL only)."""
+    if not url.startswith(("postgresql://", "postgres://")) or "schema=" not in url:
+        return
+    import asyncpg
+
+    base, _, query = url.partition("?")
+    schema = dict(part.split("=", 1) for part in query.split("&"))["schema"]
+    connection = await asyncpg.connect(base)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
+def store_url_for_round(url: str) -> str:
+    # A memory:// store is private to its object unless named; name it so nothing leaks.
+    return f"memory://bench-{uuid.uuid4().hex}" if url == "memory://" else url
+
+
+async def seed(store: Any, runs: int, events: int, prefix: str) -> None:
+    per_run = events // runs
+    for index in range(runs):
+        first = [
+            RunEventInput(type="Step", payload={"n": n, "pad": "x" * 64}) for n in range(per_run)
+        ]
+        metadata = RunMetadata(run_id=f"{prefix}-{index}", workflow="bench")
+        await store.bootstrap_run_tx(RunBootstrapInput(metadata=metadata, first_events=first))
+
+
+class Stream:
+    """A unique JetStream stream for one round, deleted afterwards."""
+
+    def __init__(self) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.name = f"BENCH_{suffix}"
+        self.subject = f"bench.{suffix}"
+
+    async def __aenter__(self) -> Stream:
+        self.nc = await nats.connect(NATS_URL)
+        self.js = self.nc.jetstream()
+        await self.js.add_stream(name=self.name, subjects=[self.subject])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_stream(self.name)
+        await self.nc.close()
+
+
+async def drain_round(args: argparse.Namespace) -> tuple[float, float]:
+    url = store_url_for_round(args.store_url)
+    await reset_store(url)
+    async with open_store(url) as store:
+        assert isinstance(store, OutboxStore)
+        await seed(store, args.runs, args.events, "drain")
+        async with Stream() as stream:
+            sink = NatsSink(NATS_URL, subject=stream.subject, stream=stream.name)
+            await sink.open()
+            relay = Relay(
+                store,
+                sink,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                metrics=RelayMetrics(export=False),
+            )
+            started = time.perf_counter()
+            report = await relay.run_once()
+            relay_seconds = time.perf_counter() - started
+            await sink.close()
+            assert report.delivered == args.events, report
+            # Baseline: the same envelopes, pre-built, published by nats-py directly.
+            envelopes = await baseline_envelopes(args)
+        async with Stream() as stream:
+            started = time.perf_counter()
+            for offset in range(0, len(envelopes), args.batch_size):
+                futures = [
+                    await stream.js.publish_async(
+                        stream.subject, body, headers={"Nats-Msg-Id": message_id}
+                    )
+                    for message_id, body in envelopes[offset : offset + args.batch_size]
+                ]
+                await asyncio.gather(*futures)
+            baseline_seconds = time.perf_counter() - started
+    await reset_store(url)
+    return args.events / relay_seconds, args.events / baseline_seconds
+
+
+async def baseline_envelopes(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    """Build the same envelopes from an identically seeded in-memory outbox."""
+    from runstate import MemoryStore
+
+    copy = MemoryStore()
+    await seed(copy, args.runs, args.events, "drain")
+    records = await copy.claim_outbox_batch(owner="b", limit=args.events, lease_seconds=60)
+    return [(record.message_id, encode_cloudevent(record)) for record in records]
+
+
+async def latency_round(args: argparse.Namespace, *, wakeups: bool) -> tuple[float, float, int]:
+    url = store_url_for_round(args.store_url)
+    await reset_store(url)
+    async with open_store(url) as store, Stream() as stream:
+        assert isinstance(store, OutboxStore)
+        runs = [f"lat-{index}" for index in range(100)]
+        for run_id in runs:
+            await store.bootstrap_run_tx(
+                RunBootstrapInput(
+                    metadata=RunMetadata(run_id=run_id, workflow="bench"),
+                    first_events=[RunEventInput(type="RunQueued")],
+                )
+            )
+        committed: dict[str, float] = {}
+        received: dict[str, float] = {}
+
+        async def on_message(msg: Any) -> None:
+            # Matched after the run: with wake-ups a message can arrive before the append returns.
+            message_id = msg.headers.get("Nats-Msg-Id") if msg.headers else None
+            received.setdefault(message_id or "", time.perf_counter())
+
+        subscription = await stream.nc.subscribe(stream.subject, cb=on_message)
+        target: Any = store if wakeups else PollingStore(store, args.poll)
+        sink = NatsSink(NATS_URL, subject=stream.subject, stream=stream.name)
+        await sink.open()
+        relay = Relay(
+            target,
+            sink,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            poll_interval=1.0 if wakeups else args.poll,
+            metrics=RelayMetrics(export=False),
+        )
+        task = asyncio.create_task(relay.run_forever())
+        await asyncio.sleep(0.5)  # let the bootstrap records drain
+        total = int(args.rate * args.seconds)
+        tick = 0.01
+        per_tick = max(1, int(args.rate * tick))
+        start = time.perf_counter()
+        sent = 0
+        while sent < total:
+            for _ in range(per_tick):
+                run_id = runs[sent % len(runs)]
+                result = await store.append_and_enqueue_tx(run_id, [RunEventInput(type="Step")])
+                event = result.appended[0]
+                committed[f"{run_id}:{event.seq}"] = time.perf_counter()
+                sent += 1
+            delay = start + (sent / args.rate) - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        for _ in range(1000):
+            if all(message_id in received for message_id in committed):
+                break
+            await asyncio.sleep(0.01)
+        latencies = [
+            max(0.0, received[message_id] - at)
+            for message_id, at in committed.items()
+            if message_id in received
+        ]
+        relay.stop()
+        await task
+        await sink.close()
+        await subscription.unsubscribe()
+    await reset_store(url)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return p50, p99, len(latencies)
+
+
+class PollingStore:
+    """The store without wake-ups: the relay finds new records only by polling."""
+
+    def __init__(self, store: Any, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def wait_for_outbox(self, timeout: float) -> None:
+        await asyncio.sleep(min(timeout, self._interval))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store-url", default="memory://")
+    parser.add_argument("--mode", choices=["drain", "latency", "all"], default="all")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=1_000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--poll", type=float, default=0.1, help="polling interval, no wake-ups")
+    args = parser.parse_args()
+    print(f"store {args.store_url}  workers {args.workers}  batch {args.batch_size}")
+    if args.mode in {"drain", "all"}:
+        rounds = [await drain_round(args) for _ in range(args.repeat)]
+        relay_rate = statistics.median(r for r, _ in rounds)
+        base_rate = statistics.median(b for _, b in rounds)
+        for index, (r, b) in enumerate(rounds, 1):
+            print(f"  drain round {index}: relay {r:,.0f} ev/s, baseline {b:,.0f} ev/s")
+        print(
+            f"drain {args.events:,} events / {args.runs:,} runs: relay {relay_rate:,.0f} ev/s, "
+            f"nats-py baseline {base_rate:,.0f} ev/s, ratio {relay_rate / base_rate:.2f} (medians)"
+        )
+    if args.mode in {"latency", "all"}:
+        for wakeups in (True, False):
+            label = "wake-ups" if wakeups else f"polling {args.poll * 1000:.0f} ms"
+            rounds_l = [await latency_round(args, wakeups=wakeups) for _ in range(args.repeat)]
+            p50 = statistics.median(r[0] for r in rounds_l)
+            p99 = statistics.median(r[1] for r in rounds_l)
+            print(
+                f"latency {args.rate:,.0f} ev/s x {args.seconds:g}s, {label}: "
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (medians of {args.repeat}; "
+                f"received {[r[2] for r in rounds_l]})"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

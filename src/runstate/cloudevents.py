@@ -1,0 +1,48 @@
+"""CloudEvents 1.0 structured-mode envelopes for outbox records (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from .types import OutboxRecord
+
+SPEC_VERSION = "1.0"
+SOURCE = "runstate"
+CONTENT_TYPE = "application/cloudevents+json"
+DATA_CONTENT_TYPE = "application/json"
+
+
+def format_time(value: datetime) -> str:
+    """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
+    text = value.astimezone(UTC).isoformat(timespec="microseconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+def to_cloudevent(record: OutboxRecord) -> dict[str, Any]:
+    """Build the CloudEvents 1.0 JSON object for one outbox record."""
+    event = record.event
+    return {
+        "specversion": SPEC_VERSION,
+        "id": record.message_id,
+        "source": SOURCE,
+        "type": event.type,
+        "subject": event.run_id,
+        "time": format_time(event.recorded_at),
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "data": dict(event.payload),
+        "seq": event.seq,
+        "eventid": event.event_id,
+        "workflow": record.workflow,
+    }
+
+
+def dumps(value: object) -> bytes:
+    """Encode JSON compactly as UTF-8: the bytes every sink sends."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def encode_cloudevent(record: OutboxRecord) -> bytes:
+    """Return the compact JSON bytes of the record's CloudEvent."""
+    return dumps(to_cloudevent(record))

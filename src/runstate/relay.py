@@ -1,0 +1,421 @@
+"""The outbox relay: claims outbox records and delivers them to a sink, in seq order per run.
+
+Delivery is at least once: a crash between publish and ``mark_delivered`` re-sends the record
+later with the same message id (``<run_id>:<seq>``), which brokers and consumers deduplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ._url import mask_url
+from .errors import InvalidInput, StoreUnavailable
+from .relay_metrics import RelayMetrics, default_metrics
+from .sinks import create_sink
+from .sinks.base import DeliveryOutcome, DeliveryStatus, Sink
+from .store import OutboxStore
+from .types import OutboxRecord, utc_now
+
+logger = logging.getLogger("runstate.relay")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RelayReport:
+    """What a relay run did: records delivered, retried, dead-lettered, released; batches."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    batches: int = 0
+
+
+class _Counts:
+    __slots__ = ("batches", "dead", "delivered", "released", "retried")
+
+    def __init__(self) -> None:
+        self.delivered = self.retried = self.dead = self.released = self.batches = 0
+
+    def report(self) -> RelayReport:
+        return RelayReport(
+            delivered=self.delivered,
+            retried=self.retried,
+            dead=self.dead,
+            released=self.released,
+            batches=self.batches,
+        )
+
+
+def default_owner() -> str:
+    """A lease owner id unique to this relay instance: host, pid and a random suffix."""
+    return f"relay-{socket.gethostname()[:180]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Relay:
+    """Deliver outbox records from ``store`` to ``sink`` with ``workers`` concurrent loops.
+
+    The caller opens and closes the sink. Each worker claims a batch (the store guarantees
+    per-run prefix order across workers and processes), publishes it, marks what was delivered,
+    schedules a retry with exponential backoff and full jitter for a run's first failed record
+    (dead-lettering it after ``max_attempts`` or on a permanent error) and releases the run's
+    later records, so a failing record holds back only its own run.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        sink: Sink,
+        *,
+        workers: int = 1,
+        batch_size: int = 100,
+        lease_seconds: float = 30.0,
+        max_attempts: int = 10,
+        backoff_base: float = 1.0,
+        backoff_max: float = 300.0,
+        poll_interval: float = 1.0,
+        stats_interval: float = 15.0,
+        owner: str | None = None,
+        metrics: RelayMetrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        for name, value in (("workers", workers), ("batch_size", batch_size)):
+            if value < 1:
+                raise InvalidInput(f"must be at least 1, got {value}", field=name)
+        if max_attempts < 1:
+            raise InvalidInput(f"must be at least 1, got {max_attempts}", field="max_attempts")
+        if lease_seconds <= 0 or poll_interval <= 0:
+            raise InvalidInput("lease_seconds and poll_interval must be positive", field="relay")
+        self.store = store
+        self.sink = sink
+        self.workers = workers
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.poll_interval = poll_interval
+        self.stats_interval = stats_interval
+        self.owner = owner or default_owner()
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self._rng = rng or random.Random()
+        self._sink_label = sink.name.split("://", 1)[0] if "://" in sink.name else sink.name
+        self._stopping = asyncio.Event()
+        self._counts = _Counts()
+        self._next_retry: datetime | None = None
+
+    def stop(self) -> None:
+        """Ask every worker to finish its batch in flight, release its leases and return."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called since the current run began."""
+        return self._stopping.is_set()
+
+    async def run_once(self) -> RelayReport:
+        """Deliver everything deliverable now (retries not yet due stay pending); return counts."""
+        return await self._run(forever=False)
+
+    async def run_forever(self) -> RelayReport:
+        """Deliver until ``stop()``, waking on new records or every ``poll_interval``."""
+        return await self._run(forever=True)
+
+    async def _run(self, *, forever: bool) -> RelayReport:
+        self._stopping = asyncio.Event()
+        self._counts = _Counts()
+        logger.info(
+            "relay %s started: sink %s, %d worker(s), batch %d%s",
+            self.owner,
+            mask_url(self.sink.name),
+            self.workers,
+            self.batch_size,
+            "" if forever else ", once",
+        )
+        async with asyncio.TaskGroup() as tasks:
+            stats = tasks.create_task(self._stats_loop()) if forever else None
+            workers = [
+                tasks.create_task(self._worker(f"{self.owner}-w{index}", forever=forever))
+                for index in range(self.workers)
+            ]
+            await asyncio.gather(*workers)
+            if stats is not None:
+                stats.cancel()
+        await self._update_stats()
+        report = self._counts.report()
+        logger.info(
+            "relay %s finished: %d delivered, %d retried, %d dead-lettered, %d released",
+            self.owner,
+            report.delivered,
+            report.retried,
+            report.dead,
+            report.released,
+        )
+        return report
+
+    async def _worker(self, owner: str, *, forever: bool) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                batch = await self.store.claim_outbox_batch(
+                    owner=owner, limit=self.batch_size, lease_seconds=self.lease_seconds
+                )
+            except StoreUnavailable as exc:
+                if not forever or not exc.retryable:
+                    raise
+                failures += 1
+                delay = min(self.backoff_max, self.poll_interval * 2 ** min(failures, 6))
+                logger.warning(
+                    "relay %s: store unavailable (%s); retry in %.1fs", owner, exc, delay
+                )
+                await self._sleep(delay)
+                continue
+            failures = 0
+            if batch:
+                await self._deliver(owner, batch)
+            elif not forever:
+                return
+            else:
+                await self._idle_wait()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _idle_wait(self) -> None:
+        timeout = self.poll_interval
+        if self._next_retry is not None:
+            # Wake for our own scheduled retries: stores only signal new or released records.
+            due = (self._next_retry - utc_now()).total_seconds()
+            if due <= 0:
+                self._next_retry = None
+            timeout = max(0.001, min(timeout, due))
+        waiter = asyncio.ensure_future(self.store.wait_for_outbox(timeout))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stopper):
+                task.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+            exc = waiter.exception()
+            logger.warning("relay %s: wait_for_outbox failed: %s", self.owner, exc)
+            await self._sleep(self.poll_interval)
+
+    async def _deliver(self, owner: str, batch: list[OutboxRecord]) -> None:
+        settled = False
+        try:
+            started = time.perf_counter()
+            outcomes = await self._publish(batch)
+            self.metrics.observe_publish(self._sink_label, time.perf_counter() - started)
+            await self._settle(owner, batch, outcomes)
+            settled = True
+        finally:
+            if not settled:
+                # Cancelled or failed midway: hand the leases back so nothing waits for expiry.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        self.store.release_outbox([r.outbox_id for r in batch], owner=owner)
+                    )
+
+    async def _publish(self, batch: list[OutboxRecord]) -> list[DeliveryOutcome]:
+        try:
+            outcomes = await self.sink.publish(batch)
+        except Exception as exc:
+            error = mask_url(f"sink {self.sink.name} raised {type(exc).__name__}: {exc}")
+            logger.exception("relay %s: %s", self.owner, error)
+            return [DeliveryOutcome.retry(record, error) for record in batch]
+        return list(outcomes)
+
+    async def _settle(
+        self, owner: str, batch: Sequence[OutboxRecord], outcomes: Sequence[DeliveryOutcome]
+    ) -> None:
+        by_id = {outcome.outbox_id: outcome for outcome in outcomes}
+        delivered: list[int] = []
+        failed: list[tuple[OutboxRecord, DeliveryOutcome]] = []
+        released: list[int] = []
+        blocked: set[str] = set()
+        for record in batch:
+            run_id = record.event.run_id
+            outcome = by_id.get(record.outbox_id) or DeliveryOutcome.retry(
+                record, f"sink {self.sink.name} reported no outcome"
+            )
+            if run_id in blocked:
+                # Even if the sink delivered it: it is re-sent after the earlier record, and
+                # its message id lets the broker or consumer drop the duplicate.
+                released.append(record.outbox_id)
+            elif outcome.status is DeliveryStatus.DELIVERED:
+                delivered.append(record.outbox_id)
+            elif outcome.status is DeliveryStatus.SKIPPED:
+                released.append(record.outbox_id)
+                blocked.add(run_id)
+            else:
+                failed.append((record, outcome))
+                blocked.add(run_id)
+        counts = self._counts
+        if delivered:
+            done = await self.store.mark_delivered(delivered, owner=owner)
+            if done < len(delivered):
+                logger.warning(
+                    "relay %s: %d lease(s) expired before delivery was recorded; "
+                    "those records will be delivered again",
+                    owner,
+                    len(delivered) - done,
+                )
+            counts.delivered += len(delivered)
+            self.metrics.record_delivered(self._sink_label, len(delivered))
+        for record, outcome in failed:
+            await self._fail(owner, record, outcome)
+        if released:
+            await self.store.release_outbox(released, owner=owner)
+            counts.released += len(released)
+        counts.batches += 1
+
+    async def _fail(self, owner: str, record: OutboxRecord, outcome: DeliveryOutcome) -> None:
+        attempt = record.attempts + 1
+        error = mask_url(outcome.error or "delivery failed")
+        permanent = outcome.status is DeliveryStatus.DEAD
+        if permanent or attempt >= self.max_attempts:
+            await self.store.mark_failed(record.outbox_id, owner=owner, error=error, retry_at=None)
+            self._counts.dead += 1
+            self.metrics.record_dead_letters(self._sink_label, 1)
+            logger.error(
+                "relay: %s dead-lettered after %d attempt(s) (%s) to %s: %s",
+                record.message_id,
+                attempt,
+                "permanent error" if permanent else "max attempts reached",
+                self.sink.name,
+                error,
+            )
+            return
+        delay = self.backoff_delay(attempt, outcome.retry_after)
+        retry_at = utc_now() + timedelta(seconds=delay)
+        await self.store.mark_failed(record.outbox_id, owner=owner, error=error, retry_at=retry_at)
+        if self._next_retry is None or retry_at < self._next_retry:
+            self._next_retry = retry_at
+        self._counts.retried += 1
+        self.metrics.record_failed(self._sink_label, 1)
+        logger.warning(
+            "relay: delivery of %s to %s failed (attempt %d/%d), retry in %.2fs: %s",
+            record.message_id,
+            self.sink.name,
+            attempt,
+            self.max_attempts,
+            delay,
+            error,
+        )
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds before retry ``attempt + 1``: full jitter over an exponential, capped."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(attempt - 1, 62))
+        delay = self._rng.uniform(0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
+
+    async def _stats_loop(self) -> None:
+        if self.stats_interval <= 0:
+            return
+        while not self._stopping.is_set():
+            await self._update_stats()
+            await self._sleep(self.stats_interval)
+
+    async def _update_stats(self) -> None:
+        try:
+            stats = await self.store.outbox_stats()
+        except Exception as exc:
+            logger.debug("relay %s: outbox_stats failed: %s", self.owner, exc)
+            return
+        oldest = stats.oldest_pending_at
+        self.metrics.set_backlog(
+            pending=stats.pending,
+            in_flight=stats.in_flight,
+            dead=stats.dead,
+            oldest_age_seconds=None if oldest is None else (utc_now() - oldest).total_seconds(),
+        )
+
+
+async def run_relay(
+    store_url: str,
+    sink_url: str,
+    *,
+    once: bool = False,
+    workers: int = 1,
+    batch_size: int = 100,
+    lease_seconds: float = 30.0,
+    max_attempts: int = 10,
+    backoff_base: float = 1.0,
+    backoff_max: float = 300.0,
+    poll_interval: float = 1.0,
+    sink_options: dict[str, Any] | None = None,
+    store_options: dict[str, Any] | None = None,
+    handle_signals: bool = True,
+) -> RelayReport:
+    """Open the store and sink, relay (until drained with ``once``, else until SIGTERM/SIGINT).
+
+    The first SIGTERM or SIGINT stops gracefully: the batch in flight is finished and leases
+    are released. A second one cancels at once (leases are still released).
+    """
+    from ._open import open_store
+
+    sink = create_sink(sink_url, **(sink_options or {}))
+    async with open_store(store_url, **(store_options or {})) as store:
+        if not isinstance(store, OutboxStore):
+            raise InvalidInput(f"store {mask_url(store_url)!r} has no outbox", field="store_url")
+        relay = Relay(
+            store,
+            sink,
+            workers=workers,
+            batch_size=batch_size,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            poll_interval=poll_interval,
+        )
+        await sink.open()
+        try:
+            main = asyncio.ensure_future(relay.run_once() if once else relay.run_forever())
+            installed = _install_signal_handlers(relay, main) if handle_signals else []
+            try:
+                return await main
+            finally:
+                loop = asyncio.get_running_loop()
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
+        finally:
+            await sink.close()
+
+
+def _install_signal_handlers(relay: Relay, main: asyncio.Future[Any]) -> list[signal.Signals]:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if relay.stopping:
+            logger.warning("relay: second %s, cancelling", sig.name)
+            main.cancel()
+        else:
+            logger.info("relay: %s received, finishing the batch in flight", sig.name)
+            relay.stop()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # Windows or not the main thread: the caller handles signals itself.
+            continue
+        installed.append(sig)
+    return installed

@@ -1,0 +1,217 @@
+"""NATS JetStream sink: acknowledged publishes, deduplicated by ``Nats-Msg-Id``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+
+from .._url import mask_url
+from ..cloudevents import encode_cloudevent
+from ..types import OutboxRecord
+from .base import (
+    BaseSink,
+    DeliveryOutcome,
+    PermanentDeliveryError,
+    SinkError,
+    option_float,
+    render_subject,
+    sink_options,
+    subject_wildcard,
+)
+
+logger = logging.getLogger("runstate.relay.sinks.nats")
+
+DEFAULT_SUBJECT = "runstate.events"
+
+
+class NatsSink(BaseSink):
+    """Publish CloudEvents to a JetStream subject, pipelined, each one acknowledged.
+
+    The subject may contain ``{workflow}``, ``{type}`` or ``{run_id}`` (one token each). With
+    ``stream`` set, the stream is created when missing (covering the subject, with a
+    ``duplicate_window`` in seconds, default 120) and every publish must land in it. Within one
+    connection the server stores messages in the order they were written, so pipelining keeps
+    each run's order; the relay re-sends everything after a run's first failure and the
+    ``Nats-Msg-Id`` header lets JetStream drop what it already stored.
+    """
+
+    def __init__(
+        self,
+        servers: str,
+        *,
+        subject: str = DEFAULT_SUBJECT,
+        stream: str | None = None,
+        create_stream: bool = True,
+        duplicate_window: float = 120.0,
+        timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self._url = servers
+        self.name = mask_url(servers)
+        self.subject = subject
+        self.stream = stream
+        self._create_stream = create_stream
+        self._duplicate_window = duplicate_window
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._stream_ready = False
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> NatsSink:
+        """Build from ``nats://[user:pass@]host:4222?subject=S&stream=N``."""
+        known = {
+            "subject",
+            "stream",
+            "create_stream",
+            "duplicate_window",
+            "timeout",
+            "connect_timeout",
+        }
+        base, merged = sink_options(url, options, known)
+        create = str(merged.get("create_stream", "true")).lower() not in {"0", "false", "no"}
+        return cls(
+            base,
+            subject=str(merged.get("subject") or DEFAULT_SUBJECT),
+            stream=str(merged["stream"]) if merged.get("stream") else None,
+            create_stream=create,
+            duplicate_window=option_float(merged, "duplicate_window", 120.0),
+            timeout=option_float(merged, "timeout", 5.0),
+            connect_timeout=option_float(merged, "connect_timeout", 2.0),
+        )
+
+    async def open(self) -> None:
+        """Connect and make sure the stream exists; a broker that is down is retried later."""
+        try:
+            await self._ensure_ready()
+        except Exception as exc:
+            logger.warning("NATS sink %s not ready yet: %s", self.name, self.describe(exc))
+
+    async def close(self) -> None:
+        """Drain nothing (every publish was awaited) and close the connection."""
+        nc, self._nc, self._js = self._nc, None, None
+        self._stream_ready = False
+        if nc is not None:
+            await nc.close()
+
+    async def _ensure_ready(self) -> JetStreamContext:
+        if self._js is None:
+            await self._connect()
+        assert self._js is not None
+        if not self._stream_ready:
+            await self._ensure_stream(self._js)
+            self._stream_ready = True
+        return self._js
+
+    async def _connect(self) -> None:
+        nc = Client()
+
+        async def on_error(exc: Exception) -> None:
+            logger.debug("NATS sink %s: %s", self.name, self.describe(exc))
+
+        async def on_disconnected() -> None:
+            logger.info("NATS sink %s disconnected", self.name)
+
+        async def on_reconnected() -> None:
+            logger.info("NATS sink %s reconnected", self.name)
+
+        try:
+            # Reconnecting forever keeps one connection (and its write order) across outages;
+            # the initial attempt is bounded here instead.
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=[self._url],
+                    name="runstate-relay",
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                    connect_timeout=max(1, int(self._connect_timeout)),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                ),
+                timeout=self._connect_timeout,
+            )
+        except TimeoutError:
+            await nc.close()
+            raise SinkError(
+                f"could not connect to {self.name} within {self._connect_timeout:g}s"
+            ) from None
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self._timeout)
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        if self.stream is None or not self._create_stream:
+            return
+        try:
+            await js.stream_info(self.stream)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        try:
+            await js.add_stream(
+                name=self.stream,
+                subjects=[subject_wildcard(self.subject)],
+                duplicate_window=self._duplicate_window,
+            )
+            logger.info("NATS sink %s created stream %s", self.name, self.stream)
+        except nats.js.errors.BadRequestError:
+            # Another relay created it first; publishes will tell if it does not fit.
+            await js.stream_info(self.stream)
+
+    async def publish(self, batch: Sequence[OutboxRecord]) -> list[DeliveryOutcome]:
+        """Publish the batch pipelined, then wait for every acknowledgement."""
+        try:
+            js = await self._ensure_ready()
+        except Exception as exc:
+            return self.all_retry(batch, exc)
+        outcomes: list[DeliveryOutcome | None] = [None] * len(batch)
+        futures: dict[asyncio.Future[Any], int] = {}
+        for index, record in enumerate(batch):
+            try:
+                future = await js.publish_async(
+                    render_subject(self.subject, record),
+                    encode_cloudevent(record),
+                    # No stall timeout: asyncio.wait_for would cost a task per message, and the
+                    # ack wait below cancels stuck futures, which frees their slots.
+                    wait_stall=None,
+                    stream=self.stream,
+                    headers={"Nats-Msg-Id": record.message_id},
+                )
+            except nats.errors.MaxPayloadError as exc:
+                outcomes[index] = self.outcome_for(record, PermanentDeliveryError(str(exc)))
+            except Exception as exc:
+                # The connection is gone or stalled: the rest of the batch would fail alike.
+                for rest in range(index, len(batch)):
+                    outcomes[rest] = self.outcome_for(batch[rest], exc)
+                break
+            else:
+                futures[future] = index
+        if futures:
+            done, pending = await asyncio.wait(futures, timeout=self._timeout)
+            for future in pending:
+                future.cancel()
+                index = futures[future]
+                late = SinkError(f"no JetStream acknowledgement within {self._timeout:g}s")
+                outcomes[index] = self.outcome_for(batch[index], late)
+            for future in done:
+                index = futures[future]
+                error = future.exception()
+                if error is None:
+                    outcomes[index] = DeliveryOutcome.delivered(batch[index])
+                    continue
+                if isinstance(error, nats.js.errors.NoStreamResponseError):
+                    self._stream_ready = False
+                outcomes[index] = self.outcome_for(batch[index], error)
+        return [outcome for outcome in outcomes if outcome is not None]

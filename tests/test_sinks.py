@@ -1,0 +1,462 @@
+"""Every sink against a real broker or receiver; skipped locally (failed under CI) when down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import require_service
+from runstate import InvalidInput, MemoryStore, RunBootstrapInput, RunEventInput, RunMetadata
+from runstate.cloudevents import to_cloudevent
+from runstate.relay import Relay
+from runstate.relay_metrics import RelayMetrics
+from runstate.sinks import (
+    CallableSink,
+    DeliveryOutcome,
+    DeliveryStatus,
+    Sink,
+    create_sink,
+    open_sink,
+    register_sink,
+)
+from runstate.sinks.webhook import SIGNATURE_HEADER, sign, verify_signature
+from runstate.types import OutboxRecord, RunEventPersisted
+
+
+def record(run_id: str, seq: int, outbox_id: int, *, workflow: str = "wf") -> OutboxRecord:
+    event = RunEventPersisted(
+        run_id=run_id,
+        seq=seq,
+        position=outbox_id,
+        type="StepStarted",
+        payload={"seq": seq, "text": "héllo"},
+        event_id=f"ev-{run_id}-{seq}",
+        schema_version=1,
+        occurred_at=None,
+        recorded_at=datetime.now(UTC),
+    )
+    return OutboxRecord(outbox_id=outbox_id, event=event, workflow=workflow, attempts=0)
+
+
+def sample_batch() -> list[OutboxRecord]:
+    """Two interleaved runs, in the per-run order a claim returns."""
+    return [
+        record("run-a", 1, 1),
+        record("run-a", 2, 2),
+        record("run-b", 1, 3),
+        record("run-a", 3, 4),
+        record("run-b", 2, 5),
+    ]
+
+
+def statuses(outcomes: list[DeliveryOutcome]) -> set[DeliveryStatus]:
+    return {outcome.status for outcome in outcomes}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def by_run(envelopes: list[dict[str, Any]]) -> dict[str, list[int]]:
+    runs: dict[str, list[int]] = {}
+    for envelope in envelopes:
+        runs.setdefault(envelope["subject"], []).append(envelope["seq"])
+    return runs
+
+
+async def seeded_store(runs: int, events: int) -> MemoryStore:
+    store = MemoryStore()
+    for index in range(runs):
+        run_id = f"run-{index}"
+        first = [RunEventInput(type="E", payload={"n": n}) for n in range(events)]
+        await store.bootstrap_run_tx(
+            RunBootstrapInput(
+                metadata=RunMetadata(run_id=run_id, workflow="wf"), first_events=first
+            )
+        )
+    return store
+
+
+# -- NATS JetStream ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def nats_stream() -> AsyncIterator[tuple[str, str]]:
+    """A unique stream and subject prefix, deleted afterwards."""
+    require_service("NATS", "127.0.0.1", 4222)
+    import nats
+
+    suffix = uuid.uuid4().hex[:12]
+    stream, prefix = f"RS_TEST_{suffix}", f"rstest.{suffix}"
+    yield stream, prefix
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        js = nc.jetstream()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def stream_messages(stream: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    import nats
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        messages = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            messages.append((json.loads(msg.data or b""), dict(msg.headers or {})))
+        return messages
+    finally:
+        await nc.close()
+
+
+async def test_nats_creates_stream_dedupes_and_keeps_order(nats_stream: tuple[str, str]) -> None:
+    stream, prefix = nats_stream
+    batch = sample_batch()
+    url = f"nats://127.0.0.1:4222?subject={prefix}.{{workflow}}&stream={stream}"
+    async with open_sink(url) as sink:
+        assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+        # The same records again, as after a relay crash: JetStream drops them by Nats-Msg-Id.
+        assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+    messages = await stream_messages(stream)
+    assert len(messages) == len(batch)
+    assert [body for body, _ in messages] == [to_cloudevent(r) for r in batch]
+    assert [headers["Nats-Msg-Id"] for _, headers in messages] == [r.message_id for r in batch]
+    assert by_run([body for body, _ in messages]) == {"run-a": [1, 2, 3], "run-b": [1, 2]}
+
+
+async def test_nats_relay_delivers_many_events_in_order(nats_stream: tuple[str, str]) -> None:
+    stream, prefix = nats_stream
+    store = await seeded_store(runs=6, events=25)
+    url = f"nats://127.0.0.1:4222?subject={prefix}.events&stream={stream}"
+    async with open_sink(url) as sink:
+        relay = Relay(store, sink, workers=3, batch_size=16, metrics=RelayMetrics(export=False))
+        report = await relay.run_once()
+    assert report.delivered == 150
+    messages = await stream_messages(stream)
+    assert by_run([body for body, _ in messages]) == {
+        f"run-{i}": list(range(1, 26)) for i in range(6)
+    }
+
+
+async def test_nats_down_then_back_loses_nothing(
+    nats_stream: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    stream, prefix = nats_stream
+    store = await seeded_store(runs=2, events=3)
+    caplog.set_level(logging.DEBUG)
+    down = f"nats://relay:n4ts-s3cret@127.0.0.1:{closed_port()}?subject={prefix}.x&stream={stream}"
+    async with open_sink(down, connect_timeout=0.5) as sink:
+        relay = Relay(store, sink, backoff_base=0.01, metrics=RelayMetrics(export=False))
+        report = await relay.run_once()
+    assert report.delivered == 0
+    assert report.retried == 2  # the head of each run; the rest waits behind it
+    assert "n4ts-s3cret" not in caplog.text
+    assert "relay:***@" in caplog.text
+    await asyncio.sleep(0.05)
+    up = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}"
+    async with open_sink(up) as sink:
+        relay = Relay(store, sink, metrics=RelayMetrics(export=False))
+        assert (await relay.run_once()).delivered == 6
+    assert by_run([body for body, _ in await stream_messages(stream)]) == {
+        "run-0": [1, 2, 3],
+        "run-1": [1, 2, 3],
+    }
+
+
+# -- RabbitMQ ------------------------------------------------------------------------------
+
+
+async def test_rabbitmq_persistent_confirmed_messages() -> None:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    import aio_pika
+
+    exchange_name = f"rs-test-{uuid.uuid4().hex[:12]}"
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="#")
+        url = (
+            "amqp://guest:guest@127.0.0.1:5672/%2F"
+            f"?exchange={exchange_name}&routing_key=runs.{{workflow}}.{{type}}"
+        )
+        batch = sample_batch()
+        async with open_sink(url) as sink:
+            assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+        received = []
+        for _ in batch:
+            message = await queue.get(timeout=5)
+            await message.ack()
+            received.append(message)
+        assert [m.message_id for m in received] == [r.message_id for r in batch]
+        assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in received)
+        assert all(m.content_type == "application/cloudevents+json" for m in received)
+        assert {m.routing_key for m in received} == {"runs.wf.StepStarted"}
+        assert [json.loads(m.body) for m in received] == [to_cloudevent(r) for r in batch]
+        await queue.delete(if_unused=False, if_empty=False)
+        await exchange.delete()
+    finally:
+        await connection.close()
+
+
+async def test_rabbitmq_down_retries_and_masks_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="runstate")
+    url = f"amqp://relay:r4bbit-s3cret@127.0.0.1:{closed_port()}/?exchange=x"
+    async with open_sink(url, timeout=1) as sink:
+        outcomes = await sink.publish(sample_batch())
+    assert statuses(outcomes) == {DeliveryStatus.RETRY}
+    assert all("r4bbit-s3cret" not in (o.error or "") for o in outcomes)
+    assert "r4bbit-s3cret" not in caplog.text
+
+
+# -- Redis Streams -------------------------------------------------------------------------
+
+
+async def test_redis_stream_entries() -> None:
+    require_service("Redis", "127.0.0.1", 6379)
+    import redis.asyncio
+
+    key = f"rs-test:{uuid.uuid4().hex[:12]}"
+    client = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        batch = sample_batch()
+        async with open_sink(f"redis://127.0.0.1:6379/0?stream={key}&maxlen=1000") as sink:
+            assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+        entries: Any = await client.xrange(key)
+        assert [fields[b"id"].decode() for _, fields in entries] == [r.message_id for r in batch]
+        bodies = [json.loads(fields[b"data"]) for _, fields in entries]
+        assert bodies == [to_cloudevent(r) for r in batch]
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_redis_down_retries() -> None:
+    url = f"redis://:r3dis-s3cret@127.0.0.1:{closed_port()}/0?stream=x"
+    async with open_sink(url, timeout=1) as sink:
+        outcomes = await sink.publish(sample_batch())
+    assert statuses(outcomes) == {DeliveryStatus.RETRY}
+    assert all("r3dis-s3cret" not in (o.error or "") for o in outcomes)
+
+
+# -- webhook -------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """A minimal HTTP/1.1 server answering with scripted statuses (then 200)."""
+
+    statuses: list[int] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    port: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readline()
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.requests.append((headers, body))
+            status = self.statuses.pop(0) if self.statuses else 200
+            extra = "Retry-After: 7\r\n" if status == 429 else ""
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{extra}Connection: close\r\n"
+            writer.write(head.encode() + b"\r\n")
+            await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    state = Receiver()
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_webhook_structured_and_signed(receiver: Receiver) -> None:
+    batch = sample_batch()
+    url = f"http://127.0.0.1:{receiver.port}/hook?tenant=t1"
+    async with open_sink(url, secret="shh") as sink:
+        assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+    assert len(receiver.requests) == len(batch)
+    got = [json.loads(body) for _, body in receiver.requests]
+    assert by_run(got) == {"run-a": [1, 2, 3], "run-b": [1, 2]}
+    for headers, body in receiver.requests:
+        envelope = json.loads(body)
+        assert headers["content-type"] == "application/cloudevents+json"
+        assert headers["ce-id"] == headers["idempotency-key"] == envelope["id"]
+        assert verify_signature("shh", body, headers[SIGNATURE_HEADER.lower()])
+        assert not verify_signature("other", body, headers[SIGNATURE_HEADER.lower()])
+        assert not verify_signature("shh", body + b" ", headers[SIGNATURE_HEADER.lower()])
+
+
+def test_signature_timestamps_resist_replay() -> None:
+    header = sign("k", b"{}", timestamp=1_000_000)
+    assert verify_signature("k", b"{}", header, now=1_000_100)
+    assert not verify_signature("k", b"{}", header, now=1_000_000 + 301)
+    assert not verify_signature("k", b"{}", None)
+    assert not verify_signature("k", b"{}", "t=x,sha256=00")
+
+
+async def test_webhook_binary_mode(receiver: Receiver) -> None:
+    target = record("run é", 4, 9)
+    async with open_sink(f"http://127.0.0.1:{receiver.port}/h#mode=binary") as sink:
+        assert statuses(await sink.publish([target])) == {DeliveryStatus.DELIVERED}
+    headers, body = receiver.requests[0]
+    assert json.loads(body) == {"seq": 4, "text": "héllo"}
+    assert headers["content-type"] == "application/json"
+    assert headers["ce-id"] == "run%20%C3%A9:4"
+    assert headers["ce-seq"] == "4"
+    assert headers["ce-specversion"] == "1.0"
+    assert SIGNATURE_HEADER.lower() not in headers
+
+
+async def test_webhook_retry_then_delivered_and_4xx_dead(receiver: Receiver) -> None:
+    store = await seeded_store(runs=1, events=2)
+    receiver.statuses = [500]
+    async with open_sink(f"http://127.0.0.1:{receiver.port}/") as sink:
+        relay = Relay(store, sink, backoff_base=0.01, metrics=RelayMetrics(export=False))
+        first = await relay.run_once()
+        assert (first.retried, first.delivered) == (1, 0)
+        await asyncio.sleep(0.02)
+        second = await relay.run_once()
+        assert second.delivered == 2
+        ids = [headers["idempotency-key"] for headers, _ in receiver.requests]
+        assert ids == ["run-0:1", "run-0:1", "run-0:2"]
+
+        receiver.statuses = [400, 429]
+        outcomes = await sink.publish([record("x", 1, 1), record("y", 1, 2)])
+    assert [o.status for o in outcomes] == [DeliveryStatus.DEAD, DeliveryStatus.RETRY]
+    assert outcomes[1].retry_after == 7
+
+
+async def test_webhook_network_error_retries_and_masks(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"http://hook:w3b-s3cret@127.0.0.1:{closed_port()}/p?token=t0ken-value"
+    async with open_sink(url, timeout=1) as sink:
+        outcomes = await sink.publish(sample_batch())
+    assert [o.status for o in outcomes].count(DeliveryStatus.RETRY) == 2
+    assert [o.status for o in outcomes].count(DeliveryStatus.SKIPPED) == 3
+    assert sink.name == "http://hook:***@127.0.0.1:" + url.split(":")[3].split("/")[0] + "/p"
+    for text in [caplog.text, *(o.error or "" for o in outcomes)]:
+        assert "w3b-s3cret" not in text
+        assert "t0ken-value" not in text
+
+
+def test_webhook_secret_never_in_url() -> None:
+    with pytest.raises(InvalidInput, match="secret"):
+        create_sink("https://example.com/h#secret=abc")
+
+
+# -- files, stdout, callables, registry ------------------------------------------------------
+
+
+async def test_file_sink_appends_fsynced_json_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr("runstate.sinks.files.os.fsync", counting_fsync)
+    path = tmp_path / "sub" / "events.jsonl"
+    batch = sample_batch()
+    async with open_sink(f"file://{path}") as sink:
+        await sink.publish(batch[:2])
+        await sink.publish(batch[2:])
+    async with open_sink(f"file://{path}") as sink:
+        await sink.publish(batch[:1])
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [to_cloudevent(r) for r in [*batch, batch[0]]]
+    assert len(synced) == 3
+
+
+async def test_file_sink_unwritable_path_retries(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    async with open_sink(f"file://{blocker}/events.jsonl") as sink:
+        outcomes = await sink.publish(sample_batch())
+    assert statuses(outcomes) == {DeliveryStatus.RETRY}
+
+
+async def test_stdout_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    batch = sample_batch()
+    async with open_sink("stdout://") as sink:
+        assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [to_cloudevent(r) for r in batch]
+
+
+async def test_callable_sink_skips_after_a_failure() -> None:
+    seen: list[str] = []
+
+    async def handler(event: dict[str, Any]) -> None:
+        if event["id"] == "run-a:2":
+            raise ValueError("nope")
+        seen.append(event["id"])
+
+    outcomes = await CallableSink(handler).publish(sample_batch())
+    assert [o.status for o in outcomes] == [
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.RETRY,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.DELIVERED,
+    ]
+    assert seen == ["run-a:1", "run-b:1", "run-b:2"]
+
+
+def test_registry_custom_scheme_and_errors() -> None:
+    made: list[str] = []
+
+    def factory(url: str, options: Any) -> Sink:
+        made.append(url)
+
+        async def handler(event: dict[str, Any]) -> None:
+            return None
+
+        return CallableSink(handler, name="custom")
+
+    register_sink("custom", factory)
+    assert create_sink("custom://x").name == "custom"
+    assert made == ["custom://x"]
+    with pytest.raises(InvalidInput, match=r"\*\*\*") as info:
+        create_sink("bogus://user:p4ss@host/")
+    assert "p4ss" not in str(info.value)
+    with pytest.raises(InvalidInput, match="unknown sink option"):
+        create_sink("nats://127.0.0.1:4222?subjcet=typo")
