@@ -24,10 +24,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m runstate.demo
+	$(BIN)/runstate demo $(DEMO_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/runstate bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
