@@ -122,6 +122,12 @@ async def relay_command(
             f"{report.dead} dead-lettered",
             markup=False,
         )
+    if once and (report.retried or report.dead):
+        raise fail(
+            f"{report.retried + report.dead} delivery attempt(s) to {mask_url(sink)} failed; "
+            "the records stay in the outbox (see `runstate outbox status`); check that the "
+            "broker is reachable and accepts the messages"
+        )
 
 
 @run_async
