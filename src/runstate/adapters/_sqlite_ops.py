@@ -1,0 +1,400 @@
+"""The SQLite adapter's transactions and reads, as plain synchronous functions.
+
+Each function takes the connection as its first argument and runs on the worker thread that
+owns it; the writes run inside the transaction that ``Worker.write`` opens. The SQL lives in
+``runstate/sql/sqlite/queries.sql``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from .._migrations import load_sql
+from .._validation import CheckedEvent, CheckedMetadata
+from ..errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from ..types import (
+    AppendResult,
+    OutboxRecord,
+    OutboxStats,
+    RunBootstrapInput,
+    RunEventPersisted,
+    RunMetadata,
+    RunSummary,
+    new_append_result,
+    new_persisted_event,
+    new_run_metadata,
+    utc_now,
+)
+from ._sqlite_conn import from_us, to_us
+
+T = TypeVar("T")
+
+_NAME_LINE = re.compile(r"^-- name: (?P<name>[a-z_]+)\s*$", re.MULTILINE)
+
+
+def _load_queries() -> dict[str, str]:
+    text = load_sql("sqlite", "queries.sql")
+    marks = list(_NAME_LINE.finditer(text))
+    queries: dict[str, str] = {}
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
+        end = following.start() if following else len(text)
+        body = "\n".join(
+            line for line in text[mark.end() : end].splitlines() if not line.startswith("--")
+        )
+        queries[mark["name"]] = body.strip().rstrip(";")
+    return queries
+
+
+Q = _load_queries()
+_INSERT_RUN = Q["insert_run"]
+_SELECT_RUN_HEAD = Q["select_run_head"]
+_UPDATE_LAST_SEQ = Q["update_last_seq"]
+_INSERT_EVENT = Q["insert_event"]
+_INSERT_OUTBOX = Q["insert_outbox"]
+_LIST_EVENTS = Q["list_events"]
+_loads = json.loads
+
+
+def read(connection: sqlite3.Connection, function: Callable[..., T], *args: Any) -> T:
+    """Run ``function(connection, *args)`` in one read transaction: one consistent snapshot."""
+    connection.execute("BEGIN")
+    try:
+        return function(connection, *args)
+    finally:
+        connection.execute("COMMIT")
+
+
+# -- writes of the store contract ------------------------------------------------------------
+
+
+def bootstrap(
+    connection: sqlite3.Connection,
+    checked_metadata: CheckedMetadata,
+    checked_events: list[CheckedEvent],
+    request: RunBootstrapInput,
+) -> AppendResult:
+    """Insert a new run, its first events and their outbox records (in a write tx)."""
+    metadata = checked_metadata.metadata
+    run_id = metadata.run_id
+    # A new run has no stored events, so duplicates can only come from the call itself.
+    seen: set[str] = set()
+    fresh: list[CheckedEvent] = []
+    duplicates: list[str] = []
+    for item in checked_events:
+        event_id = item.event.event_id
+        if event_id in seen:
+            duplicates.append(event_id)
+        else:
+            seen.add(event_id)
+            fresh.append(item)
+    inserted = connection.execute(
+        _INSERT_RUN,
+        (
+            run_id,
+            metadata.workflow,
+            metadata.workflow_version,
+            metadata.tenant_id,
+            metadata.parent_run_id,
+            checked_metadata.input_json,
+            checked_metadata.labels_json,
+            to_us(metadata.created_at),
+            metadata.schema_version,
+            len(fresh),
+        ),
+    ).rowcount
+    if not inserted:
+        raise RunAlreadyExists(run_id, same_request=_same_request(connection, request))
+    appended, _ = _insert_events(connection, run_id, 0, fresh)
+    result: AppendResult = new_append_result(run_id, appended, tuple(duplicates), len(fresh))
+    return result
+
+
+def append(
+    connection: sqlite3.Connection,
+    run_id: str,
+    checked_events: list[CheckedEvent],
+    expected_seq: int | None,
+) -> AppendResult:
+    """Append events to an existing run with their outbox records (in a write tx)."""
+    head = connection.execute(_SELECT_RUN_HEAD, (run_id,)).fetchone()
+    if head is None:
+        raise RunNotFound(run_id)
+    last_seq: int = head[1]
+    if expected_seq is not None and expected_seq != last_seq:
+        raise ConcurrencyConflict(run_id, expected_seq=expected_seq, actual_seq=last_seq)
+    appended, duplicates = _insert_events(connection, run_id, last_seq, checked_events)
+    if appended:
+        last_seq = appended[-1].seq
+        connection.execute(_UPDATE_LAST_SEQ, (last_seq, run_id))
+    result: AppendResult = new_append_result(run_id, appended, tuple(duplicates), last_seq)
+    return result
+
+
+def _insert_events(
+    connection: sqlite3.Connection, run_id: str, last_seq: int, checked: list[CheckedEvent]
+) -> tuple[tuple[RunEventPersisted, ...], list[str]]:
+    execute = connection.execute
+    recorded_at = utc_now()
+    recorded_us = to_us(recorded_at)
+    appended: list[RunEventPersisted] = []
+    duplicates: list[str] = []
+    seq = last_seq
+    for item in checked:
+        event = item.event
+        occurred_at = event.occurred_at
+        cursor = execute(
+            _INSERT_EVENT,
+            (
+                run_id,
+                seq + 1,
+                event.event_id,
+                event.type,
+                item.payload_json,
+                event.schema_version,
+                None if occurred_at is None else to_us(occurred_at),
+                recorded_us,
+            ),
+        )
+        # ON CONFLICT (run_id, event_id) DO NOTHING: no row means the event id is taken.
+        if not cursor.rowcount:
+            duplicates.append(event.event_id)
+            continue
+        seq += 1
+        position = cursor.lastrowid
+        execute(_INSERT_OUTBOX, (position, run_id, seq))
+        appended.append(
+            new_persisted_event(
+                run_id,
+                seq,
+                position,
+                event.type,
+                _loads(item.payload_json),
+                event.event_id,
+                event.schema_version,
+                None if occurred_at is None else occurred_at.astimezone(UTC),
+                recorded_at,
+            )
+        )
+    return tuple(appended), duplicates
+
+
+def _same_request(connection: sqlite3.Connection, request: RunBootstrapInput) -> bool:
+    # Compared as the memory adapter does: decoded values, and the stored first event ids.
+    given = request.metadata
+    stored = get_metadata(connection, given.run_id)
+    if stored is None:
+        return False
+    first_ids = [event.event_id for event in request.first_events]
+    stored_ids = [
+        row[0] for row in connection.execute(Q["first_event_ids"], (given.run_id, len(first_ids)))
+    ]
+    return (
+        given.workflow == stored.workflow
+        and given.workflow_version == stored.workflow_version
+        and given.tenant_id == stored.tenant_id
+        and given.parent_run_id == stored.parent_run_id
+        and given.input == stored.input
+        and dict(given.labels) == dict(stored.labels)
+        and first_ids == stored_ids
+    )
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+def list_events(
+    connection: sqlite3.Connection, run_id: str, after_seq: int, limit: int | None
+) -> list[RunEventPersisted]:
+    """Return a page of the run's events in seq order."""
+    rows = connection.execute(_LIST_EVENTS, (run_id, after_seq, -1 if limit is None else limit))
+    return [_event(run_id, *row) for row in rows]
+
+
+def _event(
+    run_id: str,
+    position: int,
+    seq: int,
+    type_: str,
+    payload: str,
+    event_id: str,
+    schema_version: int,
+    occurred_at: int | None,
+    recorded_at: int,
+) -> RunEventPersisted:
+    event: RunEventPersisted = new_persisted_event(
+        run_id,
+        seq,
+        position,
+        type_,
+        _loads(payload),
+        event_id,
+        schema_version,
+        None if occurred_at is None else from_us(occurred_at),
+        from_us(recorded_at),
+    )
+    return event
+
+
+def get_metadata(connection: sqlite3.Connection, run_id: str) -> RunMetadata | None:
+    """Return the run's metadata, or ``None``."""
+    row = connection.execute(Q["select_run"], (run_id,)).fetchone()
+    return None if row is None else _metadata(*row)
+
+
+def _metadata(
+    run_id: str,
+    workflow: str,
+    workflow_version: str | None,
+    tenant_id: str | None,
+    parent_run_id: str | None,
+    input_json: str,
+    labels_json: str,
+    created_at: int,
+    schema_version: int,
+) -> RunMetadata:
+    metadata: RunMetadata = new_run_metadata(
+        run_id,
+        workflow,
+        workflow_version,
+        tenant_id,
+        parent_run_id,
+        _loads(input_json),
+        _loads(labels_json),
+        from_us(created_at),
+        schema_version,
+    )
+    return metadata
+
+
+def list_runs(
+    connection: sqlite3.Connection,
+    workflow: str | None,
+    tenant_id: str | None,
+    created_after: datetime | None,
+    limit: int,
+    offset: int,
+) -> list[RunSummary]:
+    """Return runs newest first, filtered and paged."""
+    after_us = None if created_after is None else to_us(created_after)
+    rows = connection.execute(Q["list_runs"], (workflow, tenant_id, after_us, limit, offset))
+    return [
+        RunSummary(metadata=_metadata(*row[:9]), last_seq=row[9], updated_at=from_us(row[10]))
+        for row in rows
+    ]
+
+
+def read_feed(
+    connection: sqlite3.Connection, after_position: int, limit: int
+) -> tuple[RunEventPersisted, ...]:
+    """Return events of every run after ``after_position``, in position order."""
+    rows = connection.execute(Q["read_feed"], (after_position, limit))
+    return tuple(_event(*row) for row in rows)
+
+
+def head_position(connection: sqlite3.Connection) -> int:
+    """Return the greatest committed position, 0 for an empty store."""
+    return int(connection.execute(Q["head_position"]).fetchone()[0])
+
+
+def data_version(connection: sqlite3.Connection) -> int:
+    """Return ``PRAGMA data_version``: it changes when another connection commits."""
+    return int(connection.execute("PRAGMA data_version").fetchone()[0])
+
+
+# -- the outbox ----------------------------------------------------------------------------
+
+
+def claim(
+    connection: sqlite3.Connection, owner: str, limit: int, lease_seconds: float
+) -> list[OutboxRecord]:
+    """Lease up to ``limit`` records, each run's deliverable prefix in turn (in a write tx)."""
+    now = utc_now()
+    now_us = to_us(now)
+    expires = now + timedelta(seconds=lease_seconds)
+    claimed: list[OutboxRecord] = []
+    # Runs in the order of their oldest undelivered record, as in the memory adapter, so a
+    # busy run cannot starve the others.
+    heads = connection.execute(Q["outbox_heads"]).fetchall()
+    for run_id, _ in heads:
+        prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
+        for row in prefix:
+            (outbox_id, attempts, dead, available_at, lease_owner, lease_expires_at) = row[:6]
+            if (
+                dead
+                or (lease_owner is not None and lease_expires_at > now_us)
+                or (available_at is not None and available_at > now_us)
+            ):
+                break
+            claimed.append(
+                OutboxRecord(
+                    outbox_id=outbox_id,
+                    event=_event(run_id, *row[6:14]),
+                    workflow=row[14],
+                    attempts=attempts,
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
+            )
+        prefix.close()
+        if len(claimed) >= limit:
+            break
+    expires_us = to_us(expires)
+    connection.executemany(
+        Q["outbox_lease"], [(owner, expires_us, record.outbox_id) for record in claimed]
+    )
+    return claimed
+
+
+def mark_delivered(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> int:
+    """Mark records leased by ``owner`` delivered; return how many (in a write tx)."""
+    now_us = to_us(utc_now())
+    cursor = connection.executemany(
+        Q["outbox_delivered"], [(now_us, outbox_id, owner) for outbox_id in outbox_ids]
+    )
+    return cursor.rowcount
+
+
+def mark_failed(
+    connection: sqlite3.Connection,
+    outbox_id: int,
+    owner: str,
+    error: str,
+    retry_at: datetime | None,
+) -> None:
+    """Count a failed attempt: due again at ``retry_at``, or dead (in a write tx)."""
+    if retry_at is None:
+        connection.execute(Q["outbox_dead"], (error, outbox_id, owner))
+    else:
+        connection.execute(Q["outbox_retry"], (error, to_us(retry_at), outbox_id, owner))
+
+
+def release(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> None:
+    """Drop ``owner``'s leases on the records, counting no attempt (in a write tx)."""
+    connection.executemany(Q["outbox_release"], [(outbox_id, owner) for outbox_id in outbox_ids])
+
+
+def redrive(connection: sqlite3.Connection, run_id: str | None) -> int:
+    """Make dead records deliverable again; return how many (in a write tx)."""
+    if run_id is None:
+        return connection.execute(Q["outbox_redrive_all"]).rowcount
+    return connection.execute(Q["outbox_redrive_run"], (run_id,)).rowcount
+
+
+def stats(connection: sqlite3.Connection) -> OutboxStats:
+    """Summarize the outbox (inside ``read``)."""
+    now_us = to_us(utc_now())
+    pending, in_flight, dead = connection.execute(Q["outbox_counts"], (now_us,)).fetchone()
+    (oldest,) = connection.execute(Q["outbox_oldest_pending"]).fetchone()
+    (delivered,) = connection.execute(Q["outbox_delivered_count"]).fetchone()
+    return OutboxStats(
+        pending=pending,
+        in_flight=in_flight,
+        dead=dead,
+        delivered=delivered,
+        oldest_pending_at=None if oldest is None else from_us(oldest),
+    )

@@ -1,0 +1,62 @@
+-- runstate SQLite schema, version 1: run metadata, the append-only event log and the outbox.
+--
+-- Timestamps are INTEGER microseconds since 1970-01-01T00:00:00Z (UTC): exact, and they
+-- compare correctly in SQL. JSON documents are TEXT, written by runstate's strict encoder.
+
+CREATE TABLE runstate_schema_version (
+    version    INTEGER NOT NULL PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+
+CREATE TABLE runstate_runs (
+    run_id           TEXT    NOT NULL PRIMARY KEY,
+    workflow         TEXT    NOT NULL,
+    workflow_version TEXT,
+    tenant_id        TEXT,
+    parent_run_id    TEXT,
+    input            TEXT    NOT NULL,
+    labels           TEXT    NOT NULL,
+    created_at       INTEGER NOT NULL,
+    schema_version   INTEGER NOT NULL,
+    last_seq         INTEGER NOT NULL DEFAULT 0
+);
+
+-- list_runs: newest first.
+CREATE INDEX runstate_runs_created ON runstate_runs (created_at, run_id);
+
+-- position is the rowid: store-wide and increasing in commit order, because writers are
+-- serialized by BEGIN IMMEDIATE and events are never deleted.
+CREATE TABLE runstate_events (
+    position       INTEGER NOT NULL PRIMARY KEY,
+    run_id         TEXT    NOT NULL REFERENCES runstate_runs (run_id),
+    seq            INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL,
+    type           TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    occurred_at    INTEGER,
+    recorded_at    INTEGER NOT NULL,
+    UNIQUE (run_id, seq),
+    UNIQUE (run_id, event_id)
+);
+
+-- One record per appended event; outbox_id is the event's position. Delivered records stay
+-- (delivered_at set) so that operators can audit deliveries.
+CREATE TABLE runstate_outbox (
+    outbox_id        INTEGER NOT NULL PRIMARY KEY REFERENCES runstate_events (position),
+    run_id           TEXT    NOT NULL,
+    seq              INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    available_at     INTEGER,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    last_error       TEXT,
+    dead             INTEGER NOT NULL DEFAULT 0 CHECK (dead IN (0, 1)),
+    delivered_at     INTEGER
+);
+
+-- Claims find each run's oldest undelivered record, then walk the run's prefix in seq order.
+-- One partial index serves both; it stays as small as the backlog.
+CREATE INDEX runstate_outbox_undelivered
+    ON runstate_outbox (run_id, seq) WHERE delivered_at IS NULL;

@@ -1,0 +1,133 @@
+-- Named queries of the SQLite adapter, loaded once by runstate.adapters._sqlite_ops.
+-- Each query starts at a "-- name: <name>" line. Every value is a bound parameter.
+
+-- name: insert_run
+INSERT INTO runstate_runs (
+    run_id, workflow, workflow_version, tenant_id, parent_run_id,
+    input, labels, created_at, schema_version, last_seq
+)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING;
+
+-- name: select_run
+SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id,
+       input, labels, created_at, schema_version
+FROM runstate_runs
+WHERE run_id = ?;
+
+-- name: select_run_head
+SELECT workflow, last_seq FROM runstate_runs WHERE run_id = ?;
+
+-- name: update_last_seq
+UPDATE runstate_runs SET last_seq = ? WHERE run_id = ?;
+
+-- name: insert_event
+INSERT INTO runstate_events (
+    run_id, seq, event_id, type, payload, schema_version, occurred_at, recorded_at
+)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, event_id) DO NOTHING;
+
+-- name: insert_outbox
+INSERT INTO runstate_outbox (outbox_id, run_id, seq) VALUES (?, ?, ?);
+
+-- name: first_event_ids
+SELECT event_id FROM runstate_events WHERE run_id = ? ORDER BY seq LIMIT ?;
+
+-- name: list_events
+SELECT position, seq, type, payload, event_id, schema_version, occurred_at, recorded_at
+FROM runstate_events
+WHERE run_id = ? AND seq > ?
+ORDER BY seq
+LIMIT ?;
+
+-- name: outbox_heads
+SELECT run_id, min(outbox_id) AS head
+FROM runstate_outbox
+WHERE delivered_at IS NULL
+GROUP BY run_id
+ORDER BY head;
+
+-- name: outbox_run_prefix
+SELECT o.outbox_id, o.attempts, o.dead, o.available_at, o.lease_owner, o.lease_expires_at,
+       e.position, e.seq, e.type, e.payload, e.event_id, e.schema_version, e.occurred_at,
+       e.recorded_at, r.workflow
+FROM runstate_outbox AS o
+JOIN runstate_events AS e ON e.position = o.outbox_id
+JOIN runstate_runs AS r ON r.run_id = o.run_id
+WHERE o.run_id = ? AND o.delivered_at IS NULL
+ORDER BY o.seq
+LIMIT ?;
+
+-- name: outbox_lease
+UPDATE runstate_outbox SET lease_owner = ?, lease_expires_at = ? WHERE outbox_id = ?;
+
+-- name: outbox_delivered
+UPDATE runstate_outbox
+SET delivered_at = ?
+WHERE outbox_id = ? AND lease_owner = ? AND dead = 0 AND delivered_at IS NULL;
+
+-- name: outbox_retry
+UPDATE runstate_outbox
+SET attempts = attempts + 1, last_error = ?, available_at = ?,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
+
+-- name: outbox_dead
+UPDATE runstate_outbox
+SET attempts = attempts + 1, last_error = ?, dead = 1,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
+
+-- name: outbox_release
+UPDATE runstate_outbox
+SET lease_owner = NULL, lease_expires_at = NULL
+WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
+
+-- name: outbox_redrive_all
+UPDATE runstate_outbox
+SET dead = 0, attempts = 0, available_at = NULL
+WHERE dead = 1 AND delivered_at IS NULL;
+
+-- name: outbox_redrive_run
+UPDATE runstate_outbox
+SET dead = 0, attempts = 0, available_at = NULL
+WHERE run_id = ? AND dead = 1 AND delivered_at IS NULL;
+
+-- name: outbox_counts
+SELECT
+    coalesce(sum(dead = 0 AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)), 0),
+    coalesce(sum(dead = 0 AND lease_expires_at > ?1), 0),
+    coalesce(sum(dead), 0)
+FROM runstate_outbox
+WHERE delivered_at IS NULL;
+
+-- name: outbox_oldest_pending
+SELECT min(e.recorded_at)
+FROM runstate_outbox AS o
+JOIN runstate_events AS e ON e.position = o.outbox_id
+WHERE o.delivered_at IS NULL AND o.dead = 0;
+
+-- name: outbox_delivered_count
+SELECT count(*) FROM runstate_outbox WHERE delivered_at IS NOT NULL;
+
+-- name: list_runs
+SELECT r.run_id, r.workflow, r.workflow_version, r.tenant_id, r.parent_run_id,
+       r.input, r.labels, r.created_at, r.schema_version, r.last_seq, e.recorded_at
+FROM runstate_runs AS r
+JOIN runstate_events AS e ON e.run_id = r.run_id AND e.seq = r.last_seq
+WHERE (?1 IS NULL OR r.workflow = ?1)
+  AND (?2 IS NULL OR r.tenant_id = ?2)
+  AND (?3 IS NULL OR r.created_at > ?3)
+ORDER BY r.created_at DESC, r.run_id DESC
+LIMIT ?4 OFFSET ?5;
+
+-- name: read_feed
+SELECT run_id, position, seq, type, payload, event_id, schema_version, occurred_at, recorded_at
+FROM runstate_events
+WHERE position > ?
+ORDER BY position
+LIMIT ?;
+
+-- name: head_position
+SELECT coalesce(max(position), 0) FROM runstate_events;
