@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import functools
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Mapping
@@ -82,6 +83,10 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
             raise fail(detail, exit_code_for(exc)) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (`runstate events ... | head`): stop quietly, like cat does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
@@ -138,8 +143,10 @@ def parse_since(text: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def format_time(value: datetime | None) -> str:
-    """Render a timestamp compactly for tables."""
+def format_time(value: datetime | None, *, precise: bool = True) -> str:
+    """Render a timestamp compactly for tables (UTC; milliseconds when ``precise``)."""
     if value is None:
         return "-"
+    if not precise:
+        return value.astimezone(UTC).strftime("%m-%d %H:%M:%S")
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

@@ -97,7 +97,14 @@ async def runs_list(
     if not rows:
         console.print("no runs match")
         return
-    table = Table(title=f"runs (page {page})", title_justify="left")
+    table = Table(
+        title=f"runs (page {page}, times UTC)",
+        title_justify="left",
+        box=None,
+        header_style="bold underline",
+        padding=(0, 2, 0, 0),
+        pad_edge=False,
+    )
     for column in (
         "run id",
         "workflow",
@@ -108,7 +115,7 @@ async def runs_list(
         "created",
         "updated",
     ):
-        table.add_column(column, no_wrap=column == "run id")
+        table.add_column(column, no_wrap=True)
     for summary, state in rows:
         metadata = summary.metadata
         table.add_row(
@@ -118,8 +125,8 @@ async def runs_list(
             state.status.value,
             str(state.attempt),
             str(summary.last_seq),
-            format_time(metadata.created_at),
-            format_time(summary.updated_at),
+            format_time(metadata.created_at, precise=False),
+            format_time(summary.updated_at, precise=False),
         )
     console.print(table)
 
