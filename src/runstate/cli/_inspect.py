@@ -105,16 +105,13 @@ async def runs_list(
         padding=(0, 2, 0, 0),
         pad_edge=False,
     )
-    for column in (
-        "run id",
-        "workflow",
-        "tenant",
-        "status",
-        "attempt",
-        "events",
-        "created",
-        "updated",
-    ):
+    # Ids and statuses are what people copy and scan for: never cut them short.
+    longest_id = max(len(summary.metadata.run_id) for summary, _ in rows)
+    table.add_column("run id", no_wrap=True, min_width=longest_id)
+    for column in ("workflow", "tenant"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("status", no_wrap=True, min_width=10)
+    for column in ("attempt", "events", "created", "updated"):
         table.add_column(column, no_wrap=True)
     for summary, state in rows:
         metadata = summary.metadata
