@@ -154,7 +154,6 @@ async def migrate_command(
 
 def bench_command(
     which: list[str] | None = typer.Argument(None, help="Benchmarks to run (default: all)."),  # noqa: B008
-    quick: bool = typer.Option(False, "--quick", help="Short runs, for a smoke test."),
 ) -> None:
     """Run the project's benchmarks (from a source checkout) and print their ratio tables."""
     folder = Path.cwd() / "benchmarks"
@@ -174,8 +173,7 @@ def bench_command(
     failed = []
     for name in chosen:
         console.print(f"[bold]== {name}[/bold]")
-        args = [sys.executable, str(available[name])] + (["--quick"] if quick else [])
-        if subprocess.run(args, check=False).returncode != 0:
+        if subprocess.run([sys.executable, str(available[name])], check=False).returncode != 0:
             failed.append(name)
     if failed:
         raise fail(f"benchmark(s) failed: {', '.join(failed)}")
