@@ -162,6 +162,15 @@ def test_outbox_status_relay_and_redrive(url: str, tmp_path: Path) -> None:
     code, out, _ = cli("outbox", "redrive", "--url", url)
     assert code == 0
     assert "0 dead letter(s)" in out
+    code, out, _ = cli(
+        "relay", "--url", url, "--sink", sink.as_uri(), "--once", "--retention", "0s", "--json"
+    )
+    assert code == 0
+    code, out, _ = cli("outbox", "status", "--url", url, "--json")
+    assert json.loads(out)["delivered"] == 0
+    code, _, err = cli("relay", "--url", url, "--sink", sink.as_uri(), "--retention", "soon")
+    assert code == 2
+    assert "--retention" in err
 
 
 def test_relay_to_a_refusing_broker_fails_clearly(url: str) -> None:

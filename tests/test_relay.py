@@ -10,6 +10,7 @@ import signal
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +394,39 @@ def test_relay_rejects_bad_settings() -> None:
         Relay(MemoryStore(), CallableSink(Recorder()), workers=0)
     with pytest.raises(InvalidInput):
         Relay(MemoryStore(), CallableSink(Recorder()), batch_size=0)
+
+
+async def test_retention_purges_old_deliveries_in_batches(store_factory: StoreFactory) -> None:
+    store = await store_factory()
+    await seed(store, runs=5, events=5)
+    keeper = relay(store, CallableSink(Recorder()), retention=timedelta(hours=1))
+    assert (await keeper.run_once()).delivered == 25
+    assert await keeper.purge_once() == 0
+    assert (await outbox(store).outbox_stats()).delivered == 25
+    purger = relay(store, CallableSink(Recorder()), retention=timedelta(seconds=0), purge_batch=4)
+    await asyncio.sleep(0.01)
+    assert await purger.purge_once() == 25
+    assert (await outbox(store).outbox_stats()).delivered == 0
+
+
+async def test_run_forever_purges_on_its_interval(store_factory: StoreFactory) -> None:
+    store = await store_factory()
+    await seed(store, runs=2, events=2)
+    r = relay(
+        store,
+        CallableSink(Recorder()),
+        retention=timedelta(seconds=0),
+        purge_interval=0.05,
+        poll_interval=0.05,
+    )
+    task = asyncio.create_task(r.run_forever())
+    try:
+        for _ in range(200):
+            stats = await outbox(store).outbox_stats()
+            if stats.pending == 0 and stats.delivered == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert (stats.pending, stats.in_flight, stats.delivered) == (0, 0, 0)
+    finally:
+        r.stop()
+        await asyncio.wait_for(task, 5)

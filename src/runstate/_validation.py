@@ -313,6 +313,13 @@ def parse_position_cursor(cursor: object, limit: object) -> int:
     return int(cursor)
 
 
+def check_purge(older_than: object, limit: object) -> None:
+    """Validate the arguments of ``purge_delivered``."""
+    check_aware_datetime(older_than, "older_than")
+    if type(limit) is not int or limit < 1:
+        raise InvalidInput(f"must be a positive int, got {limit!r}", field="limit")
+
+
 def check_max_payload_bytes(value: object) -> int:
     """Validate the ``max_payload_bytes`` option of ``open_store``."""
     if type(value) is not int or value <= 0:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ._url import mask_url
-from .errors import InvalidInput, StoreUnavailable
+from .errors import InvalidInput, RunStateError, StoreUnavailable
 from .relay_metrics import RelayMetrics, default_metrics
 from .sinks import create_sink
 from .sinks.base import DeliveryOutcome, DeliveryStatus, Sink
@@ -87,6 +87,9 @@ class Relay:
         poll_interval: float = 1.0,
         stats_interval: float = 15.0,
         owner: str | None = None,
+        retention: timedelta | None = None,
+        purge_interval: float = 60.0,
+        purge_batch: int = 1000,
         metrics: RelayMetrics | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -108,6 +111,9 @@ class Relay:
         self.poll_interval = poll_interval
         self.stats_interval = stats_interval
         self.owner = owner or default_owner()
+        self.retention = retention
+        self.purge_interval = purge_interval
+        self.purge_batch = purge_batch
         self.metrics = metrics if metrics is not None else default_metrics()
         self._rng = rng or random.Random()
         self._sink_label = sink.name.split("://", 1)[0] if "://" in sink.name else sink.name
@@ -145,13 +151,19 @@ class Relay:
         )
         async with asyncio.TaskGroup() as tasks:
             stats = tasks.create_task(self._stats_loop()) if forever else None
+            retention = (
+                tasks.create_task(self._retention_loop())
+                if forever and self.retention is not None
+                else None
+            )
             workers = [
                 tasks.create_task(self._worker(f"{self.owner}-w{index}", forever=forever))
                 for index in range(self.workers)
             ]
             await asyncio.gather(*workers)
-            if stats is not None:
-                stats.cancel()
+            for helper in (stats, retention):
+                if helper is not None:
+                    helper.cancel()
         await self._update_stats()
         report = self._counts.report()
         logger.info(
@@ -171,6 +183,11 @@ class Relay:
                 batch = await self.store.claim_outbox_batch(
                     owner=owner, limit=self.batch_size, lease_seconds=self.lease_seconds
                 )
+                if batch:
+                    # A store failure while recording the outcome (mark_delivered, mark_failed,
+                    # release) is survived like a failed claim: the batch's leases expire and
+                    # its records are delivered again, under the same message ids.
+                    await self._deliver(owner, batch)
             except StoreUnavailable as exc:
                 if not forever or not exc.retryable:
                     raise
@@ -183,11 +200,10 @@ class Relay:
                 continue
             failures = 0
             if batch:
-                await self._deliver(owner, batch)
-            elif not forever:
+                continue
+            if not forever:
                 return
-            else:
-                await self._idle_wait()
+            await self._idle_wait()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -332,6 +348,34 @@ class Relay:
             await self._update_stats()
             await self._sleep(self.stats_interval)
 
+    async def _retention_loop(self) -> None:
+        """Delete deliveries older than ``retention`` in small batches, never all at once."""
+        assert self.retention is not None
+        while not self._stopping.is_set():
+            await self.purge_once()
+            await self._sleep(self.purge_interval)
+
+    async def purge_once(self) -> int:
+        """Purge every delivery older than ``retention`` now, batch by batch; return how many."""
+        if self.retention is None:
+            return 0
+        cutoff = utc_now() - self.retention
+        total = 0
+        while not self._stopping.is_set():
+            try:
+                purged = await self.store.purge_delivered(older_than=cutoff, limit=self.purge_batch)
+            except RunStateError as exc:
+                logger.warning("relay %s: purging delivered records failed: %s", self.owner, exc)
+                break
+            total += purged
+            if purged < self.purge_batch:
+                break
+            # Yield between batches: each is its own short transaction, so writers interleave.
+            await asyncio.sleep(0)
+        if total:
+            logger.info("relay %s: purged %d delivered record(s)", self.owner, total)
+        return total
+
     async def _update_stats(self) -> None:
         try:
             stats = await self.store.outbox_stats()
@@ -362,6 +406,7 @@ async def run_relay(
     sink_options: dict[str, Any] | None = None,
     store_options: dict[str, Any] | None = None,
     handle_signals: bool = True,
+    retention: timedelta | None = None,
 ) -> RelayReport:
     """Open the store and sink, relay (until drained with ``once``, else until SIGTERM/SIGINT).
 
@@ -384,9 +429,12 @@ async def run_relay(
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             poll_interval=poll_interval,
+            retention=retention,
         )
         await sink.open()
         try:
+            if once:
+                await relay.purge_once()
             main = asyncio.ensure_future(relay.run_once() if once else relay.run_forever())
             installed = _install_signal_handlers(relay, main) if handle_signals else []
             try:

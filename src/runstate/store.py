@@ -90,6 +90,14 @@ class OutboxStore(Protocol):
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         ...
 
+    async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records delivered before ``older_than``; return how many.
+
+        Retention: delivered records are kept for audit until purged. Purging works in small
+        batches so that it never holds up writers; call it until it returns less than ``limit``.
+        """
+        ...
+
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""
         ...

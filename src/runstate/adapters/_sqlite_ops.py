@@ -359,6 +359,11 @@ def mark_delivered(connection: sqlite3.Connection, outbox_ids: Sequence[int], ow
     return cursor.rowcount
 
 
+def purge(connection: sqlite3.Connection, older_than: datetime, limit: int) -> int:
+    """Delete up to ``limit`` records delivered before ``older_than`` (in a write tx)."""
+    return connection.execute(Q["outbox_purge"], (to_us(older_than), limit)).rowcount
+
+
 def mark_failed(
     connection: sqlite3.Connection,
     outbox_id: int,

@@ -22,6 +22,7 @@ from .._validation import (
     check_identifier,
     check_max_payload_bytes,
     check_page,
+    check_purge,
     check_run_filters,
     parse_position_cursor,
 )
@@ -98,7 +99,8 @@ class _MemoryData:
         # Outbox: every undelivered record by id (= position), and delivery state by id.
         self.undelivered: dict[int, RunEventPersisted] = {}
         self.deliveries: dict[int, _Delivery] = {}
-        self.delivered = 0
+        # Delivered records kept for retention: (delivered at, outbox id), oldest first.
+        self.delivered_log: deque[tuple[datetime, int]] = deque()
         # One event per waiting task, so waiters on different event loops never share one.
         self.waiters: set[asyncio.Event] = set()
 
@@ -333,17 +335,18 @@ class MemoryStore:
         data = self._data
         done = 0
         touched: set[str] = set()
+        delivered_at = utc_now()
         for outbox_id in outbox_ids:
             if self._owned(outbox_id, owner) is None:
                 continue
             del data.deliveries[outbox_id]
             touched.add(data.undelivered.pop(outbox_id).run_id)
+            data.delivered_log.append((delivered_at, outbox_id))
             done += 1
         for run_id in touched:
             pending = self._runs[run_id].pending
             while pending and pending[0].position not in data.undelivered:
                 pending.popleft()
-        data.delivered += done
         return done
 
     async def mark_failed(
@@ -410,9 +413,20 @@ class MemoryStore:
             pending=len(data.undelivered) - in_flight - dead,
             in_flight=in_flight,
             dead=dead,
-            delivered=data.delivered,
+            delivered=len(data.delivered_log),
             oldest_pending_at=oldest,
         )
+
+    async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
+        self._check_open()
+        check_purge(older_than, limit)
+        log = self._data.delivered_log
+        purged = 0
+        while log and purged < limit and log[0][0] < older_than:
+            log.popleft()
+            purged += 1
+        return purged
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""

@@ -42,6 +42,7 @@ from .._validation import (
     check_bootstrap,
     check_identifier,
     check_page,
+    check_purge,
     check_run_filters,
     parse_position_cursor,
 )
@@ -329,6 +330,13 @@ class SQLiteStore:
         if count:
             _wake(self.path)
         return count
+
+    async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
+        self._check_open()
+        check_purge(older_than, limit)
+        purged: int = await self._writer.write(ops.purge, older_than, limit)
+        return purged
 
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""

@@ -126,13 +126,24 @@ def short_json(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | None, option: str) -> timedelta | None:
+    """Parse a duration like 30s, 15m, 2h or 7d."""
+    if text is None:
+        return None
+    if text[-1:] in _UNITS and text[:-1].isdigit():
+        return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    raise fail(f"{option} {text!r}: expected a duration such as 30s, 15m, 2h or 7d", 2)
+
+
 def parse_since(text: str | None) -> datetime | None:
     """Parse ``--since``: a duration like 15m, 2h, 7d, or an ISO 8601 time."""
     if text is None:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    if text[-1:] in _UNITS and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

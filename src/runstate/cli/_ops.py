@@ -27,6 +27,7 @@ from ._common import (
     console,
     fail,
     format_time,
+    parse_duration,
     print_json,
     run_async,
     to_jsonable,
@@ -102,6 +103,9 @@ async def relay_command(
     batch_size: int = typer.Option(100, min=1, help="Records claimed per batch."),
     max_attempts: int = typer.Option(10, min=1, help="Attempts before a record is dead-lettered."),
     metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on this port."),
+    retention: str | None = typer.Option(
+        None, help="Delete delivered records older than this (30m, 12h, 7d); default: keep."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Deliver the outbox to a sink, at least once and in per-run order, as CloudEvents."""
@@ -112,7 +116,13 @@ async def relay_command(
 
         start_http_server(metrics_port, addr="127.0.0.1")
     report = await run_relay(
-        url, sink, once=once, workers=workers, batch_size=batch_size, max_attempts=max_attempts
+        url,
+        sink,
+        once=once,
+        workers=workers,
+        batch_size=batch_size,
+        max_attempts=max_attempts,
+        retention=parse_duration(retention, "--retention"),
     )
     if as_json:
         print_json(report)

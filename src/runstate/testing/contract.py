@@ -693,6 +693,37 @@ class RunStateStoreContract:
             (2, records[1].outbox_id),
         ]
 
+    async def test_purge_deletes_old_deliveries_only(self, store: RunStateStore) -> None:
+        outbox = as_outbox(store)
+        await drain_outbox(store)
+        delivered_before = (await outbox.outbox_stats()).delivered
+        run_id = new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(run_id, "E1", "E2", "E3"))
+        records = await outbox.claim_outbox_batch(owner="r", limit=10, lease_seconds=30)
+        mine = [r for r in records if r.event.run_id == run_id]
+        await outbox.mark_delivered([mine[0].outbox_id, mine[1].outbox_id], owner="r")
+        await outbox.release_outbox([r.outbox_id for r in records], owner="r")
+        assert (await outbox.outbox_stats()).delivered == delivered_before + 2
+        past = datetime.now(UTC) - timedelta(hours=1)
+        assert await outbox.purge_delivered(older_than=past) == 0
+        future = datetime.now(UTC) + timedelta(seconds=5)
+        total = delivered_before + 2
+        assert await outbox.purge_delivered(older_than=future, limit=1) == 1
+        assert await outbox.purge_delivered(older_than=future, limit=10_000) == total - 1
+        assert await outbox.purge_delivered(older_than=future) == 0
+        stats = await outbox.outbox_stats()
+        assert stats.delivered == 0
+        # The undelivered record is untouched and still claimable, and the events stay.
+        (left,) = [
+            r
+            for r in await outbox.claim_outbox_batch(owner="r", limit=10, lease_seconds=30)
+            if r.event.run_id == run_id
+        ]
+        assert left.event.seq == 3
+        assert len(await store.list_events(run_id)) == 3
+        with pytest.raises(InvalidInput):
+            await outbox.purge_delivered(older_than=future, limit=0)
+
     async def test_expired_lease_is_claimed_again_with_same_message_id(
         self, store: RunStateStore
     ) -> None:

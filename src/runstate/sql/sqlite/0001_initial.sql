@@ -60,3 +60,7 @@ CREATE TABLE runstate_outbox (
 -- One partial index serves both; it stays as small as the backlog.
 CREATE INDEX runstate_outbox_undelivered
     ON runstate_outbox (run_id, seq) WHERE delivered_at IS NULL;
+
+-- Retention: purge_delivered deletes the oldest deliveries first, in small batches.
+CREATE INDEX runstate_outbox_delivered
+    ON runstate_outbox (delivered_at) WHERE delivered_at IS NOT NULL;

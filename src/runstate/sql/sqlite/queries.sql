@@ -108,6 +108,15 @@ FROM runstate_outbox AS o
 JOIN runstate_events AS e ON e.position = o.outbox_id
 WHERE o.delivered_at IS NULL AND o.dead = 0;
 
+-- name: outbox_purge
+DELETE FROM runstate_outbox
+WHERE outbox_id IN (
+    SELECT outbox_id FROM runstate_outbox
+    WHERE delivered_at IS NOT NULL AND delivered_at < ?
+    ORDER BY delivered_at
+    LIMIT ?
+);
+
 -- name: outbox_delivered_count
 SELECT count(*) FROM runstate_outbox WHERE delivered_at IS NOT NULL;
 
