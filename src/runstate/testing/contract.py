@@ -826,14 +826,22 @@ class RunStateStoreContract:
 
         async def follow() -> None:
             nonlocal cursor
-            while True:
-                finished = done.is_set()
+            # A feed may hold back committed events while older transactions are still open
+            # (on PostgreSQL, anywhere on the server): an empty page is "not yet", not "done".
+            deadline: float | None = None
+            loop = asyncio.get_running_loop()
+            while len(seen) < 48:
+                if done.is_set() and deadline is None:
+                    deadline = loop.time() + 10
+                if deadline is not None and loop.time() > deadline:
+                    return
                 page = await catalog.read_feed(cursor=cursor, limit=7)
                 cursor = page.cursor
                 seen.extend((e.run_id, e.seq) for e in page.events if e.run_id in set(run_ids))
-                if finished and not page.events:
-                    return
-                await asyncio.sleep(0)
+                await asyncio.sleep(0 if page.events else 0.01)
+            await asyncio.sleep(0.05)
+            extra = await catalog.read_feed(cursor=cursor)
+            seen.extend((e.run_id, e.seq) for e in extra.events if e.run_id in set(run_ids))
 
         async def write(run_id: str, target: RunStateStore) -> None:
             await target.bootstrap_run_tx(bootstrap_input(run_id))
