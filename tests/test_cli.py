@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -301,3 +302,28 @@ async def _two_writers(store_url: str) -> None:
             await transaction.commit()
         finally:
             await slow.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_relay_stops_gracefully_on_a_signal(url: str, tmp_path: Path, sig: signal.Signals) -> None:
+    sink = tmp_path / "events.jsonl"
+    relay = _start_follower("relay", "--url", url, "--sink", sink.as_uri(), "--json")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(_lines(sink)) < 8:
+            time.sleep(0.1)
+        relay.send_signal(sig)
+        out, err = relay.communicate(timeout=20)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    assert relay.returncode == 0, err
+    assert json.loads(out)["delivered"] == 8
+    assert len(_lines(sink)) == 8
+    _, status, _ = cli("outbox", "status", "--url", url, "--json")
+    assert (json.loads(status)["pending"], json.loads(status)["in_flight"]) == (0, 0)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
