@@ -37,7 +37,7 @@ from .lifecycle import (
     RunStatus,
     next_status,
 )
-from .projector import RunState, advance, initial_state
+from .projector import RunState, initial_state
 from .store import RunStateStore
 from .types import JSON, RunBootstrapInput, RunEventInput, RunMetadata, new_event_id
 from .upcasting import BUILTIN_SCHEMAS, UpcasterRegistry
@@ -339,8 +339,10 @@ class RunEngine:
                             run_id, expected_seq=state.last_seq, actual_seq=result.last_seq
                         )
                     continue
+                # We hold the run's lock, so the entry stood at ``state``: folding our own
+                # events into it gives the state the append produced.
                 entry.fold(result.appended, self.upcasters)
-                return advance(entry.metadata, state, result.appended, upcasters=self.upcasters)
+                return entry.state
 
 
 def _builtin(event_type: str, payload: Mapping[str, JSON], event_id: str) -> RunEventInput:
