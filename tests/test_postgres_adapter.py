@@ -310,3 +310,48 @@ async def test_fifty_bootstraps_from_three_processes_have_one_winner(
         assert len(await store.list_events(run_id)) == 1
     finally:
         await store.close()
+
+
+async def test_claims_return_every_record_they_lease_while_writers_commit(
+    postgres_url: str, schema: str, admin: Any
+) -> None:
+    # The claim function runs its statements with newer snapshots than the caller's; a
+    # record leased there must come back with its event even if it committed in between.
+    store = await _open(postgres_url, schema, pool_size=6)
+    try:
+        runs = [new_run_id() for _ in range(20)]
+        for run_id in runs:
+            await store.bootstrap_run_tx(bootstrap_input(run_id, "RunQueued"))
+        returned: set[int] = set()
+        writing = True
+
+        async def writer(offset: int) -> None:
+            for index in range(300):
+                run_id = runs[(index + offset) % len(runs)]
+                await store.append_and_enqueue_tx(run_id, [RunEventInput(type="Step")])
+
+        async def relay(owner: str) -> None:
+            while True:
+                batch = await store.claim_outbox_batch(owner=owner, limit=50, lease_seconds=60)
+                for record in batch:
+                    assert record.outbox_id not in returned
+                    returned.add(record.outbox_id)
+                if batch:
+                    ids = [record.outbox_id for record in batch]
+                    assert await store.mark_delivered(ids, owner=owner) == len(ids)
+                elif not writing:
+                    return
+                else:
+                    await asyncio.sleep(0)
+
+        relays = [asyncio.create_task(relay(f"relay-{n}")) for n in range(2)]
+        await asyncio.gather(*(writer(n) for n in range(3)))
+        writing = False
+        await asyncio.gather(*relays)
+        stuck = await admin.fetchval(
+            f'SELECT count(*) FROM "{schema}".run_outbox WHERE delivered_at IS NULL'  # noqa: S608
+        )
+        assert stuck == 0
+        assert len(returned) == len(runs) + 900
+    finally:
+        await store.close()

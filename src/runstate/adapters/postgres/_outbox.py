@@ -8,54 +8,16 @@ from typing import Any
 
 from ...types import OutboxRecord, OutboxStats, RunEventPersisted
 
-# A run's records are claimed only by whoever locks its head (its first undelivered record),
-# so SKIP LOCKED lets concurrent relays share runs without ever taking a run out of order.
+# runstate_claim_outbox (0003) leases per-run prefixes: a run's records are claimed only by
+# whoever locks its head (its first undelivered record), so SKIP LOCKED lets concurrent relays
+# share runs without ever taking a run out of order. It returns the head of each record's run
+# so the batch comes back run by run (oldest head first), each run in seq order. It joins the
+# events itself: this statement's snapshot is older than the function's own statements.
 CLAIM_SQL = """
-WITH heads AS (
-    SELECT o.outbox_id, o.run_id
-      FROM run_outbox AS o
-     WHERE o.delivered_at IS NULL
-       AND NOT o.dead
-       AND (o.available_at IS NULL OR o.available_at <= now())
-       AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
-       AND NOT EXISTS (SELECT 1 FROM run_outbox AS p
-                        WHERE p.run_id = o.run_id AND p.delivered_at IS NULL AND p.seq < o.seq)
-     ORDER BY o.outbox_id
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-), prefix AS (
-    SELECT c.outbox_id, h.outbox_id AS head_id
-      FROM heads AS h
-     CROSS JOIN LATERAL (
-            SELECT r.outbox_id, r.seq,
-                   bool_and(NOT r.dead
-                            AND (r.available_at IS NULL OR r.available_at <= now())
-                            AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= now()))
-                       OVER (ORDER BY r.seq) AS claimable
-              FROM run_outbox AS r
-             WHERE r.run_id = h.run_id AND r.delivered_at IS NULL
-             ORDER BY r.seq
-             LIMIT $2) AS c
-     WHERE c.claimable
-     ORDER BY h.outbox_id, c.seq
-     LIMIT $2
-), leased AS (
-    UPDATE run_outbox AS u
-       SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $3)
-      FROM prefix
-     WHERE u.outbox_id = prefix.outbox_id
-       AND u.delivered_at IS NULL
-       AND NOT u.dead
-       AND (u.lease_expires_at IS NULL OR u.lease_expires_at <= now())
-    RETURNING u.outbox_id, u.seq, u.workflow, u.attempts, u.lease_owner, u.lease_expires_at,
-              prefix.head_id
-)
-SELECT l.outbox_id, l.workflow, l.attempts, l.lease_owner, l.lease_expires_at,
-       e.run_id, e.seq, e.position, e.type, e.payload, e.event_id, e.schema_version,
-       e.occurred_at, e.recorded_at
-  FROM leased AS l
-  JOIN run_events AS e ON e.position = l.outbox_id
- ORDER BY l.head_id, l.seq
+SELECT outbox_id, workflow, attempts, lease_owner, lease_expires_at, run_id, seq, position,
+       type, payload, event_id, schema_version, occurred_at, recorded_at
+  FROM runstate_claim_outbox($1, $2, $3)
+ ORDER BY head_id, seq
 """
 
 MARK_DELIVERED_SQL = """
@@ -100,6 +62,25 @@ WITH redriven AS (
     RETURNING 1
 )
 SELECT count(*) FROM redriven
+"""
+
+# Oldest deliveries first, through run_outbox_delivered; SKIP LOCKED so that concurrent
+# purgers never wait for each other.
+PURGE_SQL = """
+WITH doomed AS (
+    SELECT outbox_id
+      FROM run_outbox
+     WHERE delivered_at IS NOT NULL AND delivered_at < $1
+     ORDER BY delivered_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), purged AS (
+    DELETE FROM run_outbox AS o
+     USING doomed
+     WHERE o.outbox_id = doomed.outbox_id
+    RETURNING 1
+)
+SELECT count(*) FROM purged
 """
 
 NOTIFY_SQL = "SELECT pg_notify($1, current_schema())"

@@ -18,6 +18,7 @@ from ..._validation import (
     check_bootstrap,
     check_identifier,
     check_page,
+    check_purge,
     check_run_filters,
 )
 from ...errors import (
@@ -46,7 +47,7 @@ from ._migrate import migrate
 T = TypeVar("T")
 
 _BOOTSTRAP_SQL = (
-    "SELECT o_code, o_last_seq, o_appended, o_positions, o_recorded_at, o_same_request"
+    "SELECT o_code, o_positions, o_recorded_at, o_same_request"
     " FROM runstate_bootstrap($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 )
 _APPEND_SQL = (
@@ -70,6 +71,16 @@ async def _init_connection(connection: Any) -> None:
     await connection.set_type_codec(
         "json", encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
     )
+
+
+async def _keep_session(connection: Any) -> None:
+    """Release a connection to the pool without asyncpg's reset query.
+
+    asyncpg still rolls back an open transaction before calling this. The default reset
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is a second round trip
+    per operation, and this pool never leaves session state behind: every statement is
+    autocommitted, LISTEN runs on its own connection, and locks are transaction-scoped.
+    """
 
 
 def _encode_json(value: object) -> str:
@@ -111,6 +122,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=config.pool_size,
                 init=_init_connection,
+                reset=_keep_session,
                 **connect_kwargs(config),
             )
         try:
@@ -156,6 +168,14 @@ class PostgresStore:
                 connection = await self._pool.acquire(timeout=self._acquire_timeout)
                 try:
                     return await work(connection)
+                except asyncpg.exceptions.InternalClientError:
+                    # A client-side protocol error leaves the connection in an unknown state;
+                    # the pool no longer sends the reset query that would have failed on it
+                    # (see _keep_session), so never hand it on. Timeouts and cancellations
+                    # are not ended this way: asyncpg cancels the statement on the server
+                    # and waits for that before the connection is reused.
+                    connection.terminate()
+                    raise
                 finally:
                     await self._release(connection)
             except DRIVER_ERRORS as exc:
@@ -177,6 +197,7 @@ class PostgresStore:
         self._check_open()
         checked_metadata, events = check_bootstrap(input, self._max_payload_bytes)
         metadata = checked_metadata.metadata
+        firsts = _first_occurrences(events)
         args = (
             metadata.run_id,
             metadata.workflow,
@@ -187,7 +208,7 @@ class PostgresStore:
             checked_metadata.labels_json,
             metadata.created_at,
             metadata.schema_version,
-            *_event_arrays(events),
+            *_event_arrays([events[index] for index in firsts]),
         )
 
         async def work(connection: Any) -> Any:
@@ -196,7 +217,9 @@ class PostgresStore:
         row = await self._run("bootstrap_run_tx", work)
         if row["o_code"] == "RUN_ALREADY_EXISTS":
             raise RunAlreadyExists(metadata.run_id, same_request=row["o_same_request"])
-        return _append_result(metadata.run_id, events, row)
+        return _append_result(
+            metadata.run_id, events, firsts, row["o_positions"], len(firsts), row["o_recorded_at"]
+        )
 
     async def append_and_enqueue_tx(
         self,
@@ -208,7 +231,8 @@ class PostgresStore:
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        args = (run_id, expected_seq, *_event_arrays(checked))
+        firsts = _first_occurrences(checked)
+        args = (run_id, expected_seq, *_event_arrays([checked[index] for index in firsts]))
 
         async def work(connection: Any) -> Any:
             return await connection.fetchrow(_APPEND_SQL, *args)
@@ -222,7 +246,11 @@ class PostgresStore:
             raise ConcurrencyConflict(
                 run_id, expected_seq=expected_seq, actual_seq=row["o_last_seq"]
             )
-        return _append_result(run_id, checked, row)
+        # o_appended numbers the candidates we sent (1-based); map them back to the call.
+        appended = [firsts[index - 1] for index in row["o_appended"]]
+        return _append_result(
+            run_id, checked, appended, row["o_positions"], row["o_last_seq"], row["o_recorded_at"]
+        )
 
     # -- reads -------------------------------------------------------------------------
 
@@ -381,6 +409,16 @@ class PostgresStore:
 
         return _outbox.stats_from_row(await self._run("outbox_stats", work, retry=True))
 
+    async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
+        self._check_open()
+        check_purge(older_than, limit)
+
+        async def work(connection: Any) -> int:
+            return int(await connection.fetchval(_outbox.PURGE_SQL, older_than, limit))
+
+        return await self._run("purge_delivered", work)
+
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""
         self._check_open()
@@ -400,34 +438,56 @@ def _event_arrays(
     )
 
 
-def _append_result(run_id: str, events: list[CheckedEvent], row: Any) -> AppendResult:
-    appended_indexes: list[int] = list(row["o_appended"])
-    positions: list[int] = list(row["o_positions"] or ())
-    last_seq: int = row["o_last_seq"]
-    recorded_at: datetime = row["o_recorded_at"].astimezone(UTC)
+def _first_occurrences(events: list[CheckedEvent]) -> list[int]:
+    """Indexes (0-based, in call order) of the first event with each event id."""
+    seen: set[str] = set()
+    firsts: list[int] = []
+    for index, item in enumerate(events):
+        event_id = item.event.event_id
+        if event_id not in seen:
+            seen.add(event_id)
+            firsts.append(index)
+    return firsts
+
+
+def _append_result(
+    run_id: str,
+    events: list[CheckedEvent],
+    appended_indexes: list[int],
+    positions: Sequence[int] | None,
+    last_seq: int,
+    recorded_at: datetime | None,
+) -> AppendResult:
+    """Build the result; ``appended_indexes`` are 0-based indexes into ``events``."""
+    stored_positions: list[int] = list(positions or ())
     first_seq = last_seq - len(appended_indexes) + 1
     appended = []
-    for offset, (index, position) in enumerate(zip(appended_indexes, positions, strict=True)):
-        item = events[index - 1]
-        event = item.event
-        appended.append(
-            RunEventPersisted(
-                run_id=run_id,
-                seq=first_seq + offset,
-                position=position,
-                type=event.type,
-                payload=json.loads(item.payload_json),
-                event_id=event.event_id,
-                schema_version=event.schema_version,
-                occurred_at=None
-                if event.occurred_at is None
-                else event.occurred_at.astimezone(UTC),
-                recorded_at=recorded_at,
+    if appended_indexes:
+        assert recorded_at is not None
+        recorded = recorded_at.astimezone(UTC)
+        for offset, (index, position) in enumerate(
+            zip(appended_indexes, stored_positions, strict=True)
+        ):
+            item = events[index]
+            event = item.event
+            appended.append(
+                RunEventPersisted(
+                    run_id=run_id,
+                    seq=first_seq + offset,
+                    position=position,
+                    type=event.type,
+                    payload=json.loads(item.payload_json),
+                    event_id=event.event_id,
+                    schema_version=event.schema_version,
+                    occurred_at=None
+                    if event.occurred_at is None
+                    else event.occurred_at.astimezone(UTC),
+                    recorded_at=recorded,
+                )
             )
-        )
     kept = set(appended_indexes)
     deduplicated = tuple(
-        item.event.event_id for index, item in enumerate(events, start=1) if index not in kept
+        item.event.event_id for index, item in enumerate(events) if index not in kept
     )
     return AppendResult(
         run_id=run_id, appended=tuple(appended), deduplicated=deduplicated, last_seq=last_seq
