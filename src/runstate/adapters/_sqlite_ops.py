@@ -30,6 +30,7 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
+from ._common import is_same_bootstrap, unique_first_event_ids
 from ._sqlite_conn import from_us, to_us
 
 T = TypeVar("T")
@@ -184,24 +185,14 @@ def _insert_events(
 
 
 def _same_request(connection: sqlite3.Connection, request: RunBootstrapInput) -> bool:
-    # Compared as the memory adapter does: decoded values, and the stored first event ids.
-    given = request.metadata
-    stored = get_metadata(connection, given.run_id)
+    stored = get_metadata(connection, request.metadata.run_id)
     if stored is None:
         return False
-    first_ids = [event.event_id for event in request.first_events]
+    wanted = len(unique_first_event_ids(request))
     stored_ids = [
-        row[0] for row in connection.execute(Q["first_event_ids"], (given.run_id, len(first_ids)))
+        row[0] for row in connection.execute(Q["first_event_ids"], (stored.run_id, wanted))
     ]
-    return (
-        given.workflow == stored.workflow
-        and given.workflow_version == stored.workflow_version
-        and given.tenant_id == stored.tenant_id
-        and given.parent_run_id == stored.parent_run_id
-        and given.input == stored.input
-        and dict(given.labels) == dict(stored.labels)
-        and first_ids == stored_ids
-    )
+    return is_same_bootstrap(request, stored, stored_ids)
 
 
 # -- reads ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
+from ._common import is_same_bootstrap, unique_first_event_ids
 
 
 class _Run:
@@ -441,19 +442,9 @@ class MemoryStore:
 
 
 def _is_same_bootstrap(input: RunBootstrapInput, existing: _Run) -> bool:
-    given = input.metadata
-    stored = existing.metadata
-    first_ids = [event.event_id for event in input.first_events]
-    stored_ids = [event.event_id for event in existing.events[: len(first_ids)]]
-    return (
-        given.workflow == stored.workflow
-        and given.workflow_version == stored.workflow_version
-        and given.tenant_id == stored.tenant_id
-        and given.parent_run_id == stored.parent_run_id
-        and given.input == stored.input
-        and dict(given.labels) == dict(stored.labels)
-        and first_ids == stored_ids
-    )
+    wanted = len(unique_first_event_ids(input))
+    stored_ids = [event.event_id for event in existing.events[:wanted]]
+    return is_same_bootstrap(input, existing.metadata, stored_ids)
 
 
 def _copy_metadata(checked: CheckedMetadata) -> RunMetadata:

@@ -218,6 +218,23 @@ class RunStateStoreContract:
             await store.bootstrap_run_tx(bootstrap_input(run_id, "RunQueued", input={"x": 1}))
         assert other.value.same_request is False
 
+    async def test_retry_of_a_bootstrap_with_duplicate_ids_is_the_same_request(
+        self, store: RunStateStore
+    ) -> None:
+        run_id = new_run_id()
+        request = RunBootstrapInput(
+            metadata=RunMetadata(run_id=run_id, workflow="wf"),
+            first_events=[
+                RunEventInput(type="RunQueued", event_id="q"),
+                RunEventInput(type="RunQueued", event_id="q"),
+                RunEventInput(type="RunStarted", event_id="s"),
+            ],
+        )
+        await store.bootstrap_run_tx(request)
+        with pytest.raises(RunAlreadyExists) as retried:
+            await store.bootstrap_run_tx(request)
+        assert retried.value.same_request is True
+
     async def test_concurrent_bootstraps_have_exactly_one_winner(
         self, store: RunStateStore, second_store: RunStateStore
     ) -> None:

@@ -1,0 +1,31 @@
+"""Logic the Python-side adapters share (PostgreSQL does the same inside its SQL)."""
+
+from __future__ import annotations
+
+from ..types import RunBootstrapInput, RunMetadata
+
+
+def unique_first_event_ids(request: RunBootstrapInput) -> list[str]:
+    """The ids a bootstrap stores: its first events' ids, duplicates dropped, in order."""
+    return list(dict.fromkeys(event.event_id for event in request.first_events))
+
+
+def is_same_bootstrap(
+    request: RunBootstrapInput, stored: RunMetadata, stored_first_ids: list[str]
+) -> bool:
+    """Tell whether a stored run came from ``request``: same metadata and first event ids.
+
+    ``stored_first_ids`` are the ids of the run's first stored events, as many as
+    ``unique_first_event_ids(request)`` holds. A retry after an ambiguous commit matches;
+    a different request for the same run id does not.
+    """
+    given = request.metadata
+    return (
+        given.workflow == stored.workflow
+        and given.workflow_version == stored.workflow_version
+        and given.tenant_id == stored.tenant_id
+        and given.parent_run_id == stored.parent_run_id
+        and given.input == stored.input
+        and dict(given.labels) == dict(stored.labels)
+        and unique_first_event_ids(request) == stored_first_ids
+    )
