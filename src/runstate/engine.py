@@ -39,7 +39,14 @@ from .lifecycle import (
 )
 from .projector import RunState, initial_state
 from .store import RunStateStore
-from .types import JSON, RunBootstrapInput, RunEventInput, RunMetadata, new_event_id
+from .types import (
+    JSON,
+    RunBootstrapInput,
+    RunEventInput,
+    RunMetadata,
+    new_event_id,
+    same_run_identity,
+)
 from .upcasting import BUILTIN_SCHEMAS, UpcasterRegistry
 
 CreateMode = Literal["queued", "sync"]
@@ -363,13 +370,6 @@ def _same_request(
     entry: CachedRun, metadata: RunMetadata, first_events: list[RunEventInput]
 ) -> bool:
     """Tell whether the stored run was created by this very request (same metadata and ids)."""
-    stored = entry.metadata
-    return (
-        stored.workflow == metadata.workflow
-        and stored.workflow_version == metadata.workflow_version
-        and stored.tenant_id == metadata.tenant_id
-        and stored.parent_run_id == metadata.parent_run_id
-        and stored.input == metadata.input
-        and dict(stored.labels) == dict(metadata.labels)
-        and all(event.event_id in entry.event_ids for event in first_events)
+    return same_run_identity(metadata, entry.metadata) and all(
+        event.event_id in entry.event_ids for event in first_events
     )

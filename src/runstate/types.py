@@ -47,6 +47,19 @@ class RunMetadata:
     schema_version: int = 1
 
 
+def same_run_identity(given: RunMetadata, stored: RunMetadata) -> bool:
+    """Tell whether two metadata describe the same run request (``created_at`` aside)."""
+    return (
+        given.run_id == stored.run_id
+        and given.workflow == stored.workflow
+        and given.workflow_version == stored.workflow_version
+        and given.tenant_id == stored.tenant_id
+        and given.parent_run_id == stored.parent_run_id
+        and given.input == stored.input
+        and dict(given.labels) == dict(stored.labels)
+    )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunEventInput:
     """An event to append; ``event_id`` is its idempotency key inside one run."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..types import RunBootstrapInput, RunMetadata
+from ..types import RunBootstrapInput, RunMetadata, same_run_identity
 
 
 def unique_first_event_ids(request: RunBootstrapInput) -> list[str]:
@@ -19,13 +19,7 @@ def is_same_bootstrap(
     ``unique_first_event_ids(request)`` holds. A retry after an ambiguous commit matches;
     a different request for the same run id does not.
     """
-    given = request.metadata
     return (
-        given.workflow == stored.workflow
-        and given.workflow_version == stored.workflow_version
-        and given.tenant_id == stored.tenant_id
-        and given.parent_run_id == stored.parent_run_id
-        and given.input == stored.input
-        and dict(given.labels) == dict(stored.labels)
+        same_run_identity(request.metadata, stored)
         and unique_first_event_ids(request) == stored_first_ids
     )
