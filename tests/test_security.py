@@ -46,6 +46,15 @@ _SAFE_INTERPOLATIONS = {
     "quote_ident(name)",
     # PRAGMA values cannot be bound; parse_options checks it against SYNCHRONOUS_MODES.
     "options.synchronous",
+    # The PostgreSQL group-commit statement (adapters/postgres/_batch.py): an int from range(),
+    # $n placeholders, and the write function's name and output columns, module constants.
+    "branch_index",
+    "placeholders",
+    "output_columns",
+    "null_columns",
+    "column",
+    "function",
+    "first + n",
 }
 
 

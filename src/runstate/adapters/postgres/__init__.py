@@ -1,8 +1,13 @@
 """The PostgreSQL adapter: an asyncpg pool, plpgsql write functions, LISTEN/NOTIFY wake-ups.
 
 ``open_store("postgresql://user@host/db?schema=runstate&pool_size=10")``. Tables live in one
-schema of an existing database (default ``runstate``), created and migrated on open. Every
-write sends one NOTIFY on channel ``runstate_outbox`` with the schema name as payload.
+schema of an existing database (default ``runstate``), created and migrated on open. While a
+relay waits (``runstate_watch``), every write transaction sends one NOTIFY on channel
+``runstate_outbox`` with the schema name as payload.
+
+Writes are group-committed: at most ``pool_size // 4`` write statements run at once, and writes
+that arrive meanwhile go out together in the next one (see ``_batch.py``), each with its own
+outcome. A lone writer still gets one round trip per call.
 """
 
 from __future__ import annotations

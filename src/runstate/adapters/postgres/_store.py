@@ -39,6 +39,7 @@ from ...types import (
     RunSummary,
 )
 from . import _catalog, _outbox
+from ._batch import WriteBatcher
 from ._config import PostgresConfig, quote_ident
 from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener
@@ -46,14 +47,6 @@ from ._migrate import migrate
 
 T = TypeVar("T")
 
-_BOOTSTRAP_SQL = (
-    "SELECT o_code, o_positions, o_recorded_at, o_same_request"
-    " FROM runstate_bootstrap($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-)
-_APPEND_SQL = (
-    "SELECT o_code, o_last_seq, o_appended, o_positions, o_recorded_at"
-    " FROM runstate_append($1, $2, $3, $4, $5, $6, $7)"
-)
 _LIST_EVENTS_SQL = (
     "SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at,"
     " recorded_at FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -107,6 +100,24 @@ class PostgresStore:
         self._acquire_timeout = config.command_timeout
         self._closed = False
         self._listener = OutboxListener(config.schema, self._connect_listener)
+        # Group commit: writes that queue behind this many statements share the next one.
+        in_flight = max(1, config.pool_size // 4)
+        self._bootstraps = WriteBatcher(
+            self._run,
+            action="bootstrap_run_tx",
+            function="runstate_bootstrap",
+            columns=("o_code", "o_positions", "o_recorded_at", "o_same_request"),
+            arity=14,
+            max_in_flight=in_flight,
+        )
+        self._appends = WriteBatcher(
+            self._run,
+            action="append_and_enqueue_tx",
+            function="runstate_append",
+            columns=("o_code", "o_last_seq", "o_appended", "o_positions", "o_recorded_at"),
+            arity=7,
+            max_in_flight=in_flight,
+        )
 
     @property
     def schema(self) -> str:
@@ -210,11 +221,7 @@ class PostgresStore:
             metadata.schema_version,
             *_event_arrays([events[index] for index in firsts]),
         )
-
-        async def work(connection: Any) -> Any:
-            return await connection.fetchrow(_BOOTSTRAP_SQL, *args)
-
-        row = await self._run("bootstrap_run_tx", work)
+        row = await self._bootstraps.submit(metadata.run_id, args)
         if row["o_code"] == "RUN_ALREADY_EXISTS":
             raise RunAlreadyExists(metadata.run_id, same_request=row["o_same_request"])
         return _append_result(
@@ -233,11 +240,7 @@ class PostgresStore:
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
         firsts = _first_occurrences(checked)
         args = (run_id, expected_seq, *_event_arrays([checked[index] for index in firsts]))
-
-        async def work(connection: Any) -> Any:
-            return await connection.fetchrow(_APPEND_SQL, *args)
-
-        row = await self._run("append_and_enqueue_tx", work)
+        row = await self._appends.submit(run_id, args)
         code = row["o_code"]
         if code == "RUN_NOT_FOUND":
             raise RunNotFound(run_id)

@@ -1,0 +1,148 @@
+"""Group commit for PostgreSQL: concurrent writes of one kind share one statement.
+
+With many writers the Python client, not the server, is the limit on a small machine: each
+round trip costs asyncio and asyncpg far more CPU than the write costs PostgreSQL. Writes that
+queue up while ``max_in_flight`` statements are running go out together as one statement (one
+round trip, one transaction, one commit). Each item keeps its own outcome: the write functions
+report "already exists", "not found" and "conflict" as codes and write nothing for them, so one
+item's refusal never touches another's rows. A statement that fails (a lost connection, say)
+fails every item in it with its own ``StoreUnavailable``, exactly as a single write would.
+
+Deadlocks are impossible by construction:
+
+- items are sorted by run id (stably, so appends to one run keep their order), so
+  every statement takes run row locks in one global order;
+- every statement first takes the schema's shared advisory lock, before any row lock. A relay
+  registering as a watcher takes that lock exclusively; a writer waiting behind it holds nothing
+  yet, so the relay never waits, even indirectly, for a writer that waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from ...errors import StoreUnavailable
+
+Runner = Callable[[str, Callable[[Any], Awaitable[list[Any]]]], Awaitable[list[Any]]]
+
+_LOCK_FIRST = (
+    "SELECT -1 AS i{columns} FROM (SELECT pg_advisory_xact_lock_shared("
+    "hashtextextended('runstate.outbox.' || current_schema(), 0))::text AS l OFFSET 0) AS lk"
+    " WHERE lk.l = 'never'"
+)
+
+
+@lru_cache(maxsize=128)
+def batch_sql(function: str, columns: tuple[str, ...], arity: int, size: int) -> str:
+    """The statement that calls ``function`` for ``size`` items, lock first, in item order.
+
+    A UNION ALL runs its branches one after another, in order: the lock branch, then the items.
+    ``function`` and ``columns`` are runstate's own constants, never user input.
+    """
+    output_columns = ", ".join(columns)
+    # The first branch names the result columns; its NULLs take the types of the others.
+    null_columns = "".join(f", NULL AS {column}" for column in columns)
+    branches = [_LOCK_FIRST.format(columns=null_columns)]
+    for branch_index in range(size):
+        first = branch_index * arity
+        placeholders = ", ".join(f"${first + n}" for n in range(1, arity + 1))
+        branches.append(
+            f"SELECT {branch_index} AS i, {output_columns} FROM {function}({placeholders})"  # noqa: S608
+        )
+    return " UNION ALL ".join(branches)
+
+
+class WriteBatcher:
+    """Coalesces concurrent calls of one write function into shared statements."""
+
+    def __init__(
+        self,
+        run: Runner,
+        *,
+        action: str,
+        function: str,
+        columns: Sequence[str],
+        arity: int,
+        max_in_flight: int,
+        max_batch: int = 32,
+    ) -> None:
+        self._run = run
+        self._action = action
+        self._function = function
+        self._columns = tuple(columns)
+        self._arity = arity
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, run_id: str, args: tuple[Any, ...]) -> Any:
+        """Write one item (``args`` of the function) and return its result row."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._in_flight < self._max_in_flight and not self._pending:
+            # Nothing to wait for: write in the caller's own task, at once and in call order.
+            self._in_flight += 1
+            await self._write([(run_id, args, future)])
+            return future.result()
+        self._pending.append((run_id, args, future))
+        self._start_batches()
+        return await future
+
+    def _start_batches(self) -> None:
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._in_flight += 1
+            task = asyncio.create_task(self._write(batch))
+            # Keep a reference: the event loop holds tasks only weakly.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            ordered = sorted(batch, key=lambda item: item[0])
+            sql = batch_sql(self._function, self._columns, self._arity, len(ordered))
+            flat = [value for _, args, _ in ordered for value in args]
+
+            async def work(connection: Any) -> list[Any]:
+                rows: list[Any] = await connection.fetch(sql, *flat)
+                return rows
+
+            try:
+                rows = await self._run(self._action, work)
+            except BaseException as exc:
+                for _, _, future in ordered:
+                    if not future.done():
+                        future.set_exception(_own_copy(exc))
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            by_item = {row["i"]: row for row in rows}
+            for index, (_, _, future) in enumerate(ordered):
+                if future.done():
+                    continue
+                row = by_item.get(index)
+                if row is None:
+                    future.set_exception(
+                        StoreUnavailable(f"{self._action}: no result for a batched write")
+                    )
+                else:
+                    future.set_result(row)
+        finally:
+            self._in_flight -= 1
+            self._start_batches()
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """One exception object per waiting caller, so tracebacks do not pile up on a shared one."""
+    if isinstance(exc, StoreUnavailable):
+        copy = StoreUnavailable(str(exc), retryable=exc.retryable)
+        copy.__cause__ = exc.__cause__
+        return copy
+    if isinstance(exc, asyncio.CancelledError):
+        return StoreUnavailable("the batched write was cancelled before it finished")
+    return exc

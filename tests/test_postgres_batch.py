@@ -1,0 +1,131 @@
+"""PostgreSQL group commit: concurrent writes share statements, each keeps its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conftest import drop_postgres_schema, unique_schema
+from runstate import RunAlreadyExists, RunEventInput, open_store
+from runstate.adapters.postgres import PostgresStore
+from runstate.testing.contract import bootstrap_input, new_run_id
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh schema, dropped afterwards."""
+    name = unique_schema()
+    try:
+        yield name
+    finally:
+        await drop_postgres_schema(name)
+
+
+async def _open(postgres_url: str, schema: str, pool_size: int) -> PostgresStore:
+    store = await open_store(postgres_url, schema=schema, pool_size=pool_size)
+    assert isinstance(store, PostgresStore)
+    return store
+
+
+def _count_statements(store: PostgresStore) -> list[int]:
+    """Count the statements the store's write batchers send."""
+    counter = [0]
+    for batcher in (store._bootstraps, store._appends):
+        original = batcher._run
+
+        async def counted(action: str, work: Any, original: Any = original) -> Any:
+            counter[0] += 1
+            return await original(action, work)
+
+        batcher._run = counted
+    return counter
+
+
+async def test_concurrent_bootstraps_share_statements_and_keep_their_outcomes(
+    postgres_url: str, schema: str
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=4)
+    try:
+        statements = _count_statements(store)
+        twin = new_run_id()
+        run_ids = [new_run_id() for _ in range(30)] + [twin, twin]
+        outcomes = await asyncio.gather(
+            *(
+                store.bootstrap_run_tx(bootstrap_input(r, "RunQueued", "RunStarted"))
+                for r in run_ids
+            ),
+            return_exceptions=True,
+        )
+        assert statements[0] < len(run_ids)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(failures) == 1
+        assert isinstance(failures[0], RunAlreadyExists)
+        assert failures[0].run_id == twin
+        for run_id in set(run_ids):
+            events = await store.list_events(run_id)
+            assert [e.seq for e in events] == [1, 2]
+    finally:
+        await store.close()
+
+
+async def test_batched_appends_to_one_run_keep_call_order(postgres_url: str, schema: str) -> None:
+    store = await _open(postgres_url, schema, pool_size=4)
+    try:
+        run_id = new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(run_id))
+        calls = [
+            store.append_and_enqueue_tx(run_id, [RunEventInput(type="Step", payload={"n": n})])
+            for n in range(40)
+        ]
+        results = await asyncio.gather(*calls)
+        seqs = [result.appended[0].seq for result in results]
+        assert seqs == list(range(2, 42))
+        events = await store.list_events(run_id)
+        assert [e.payload.get("n") for e in events[1:]] == list(range(40))
+    finally:
+        await store.close()
+
+
+async def test_no_deadlock_between_batches_and_a_registering_relay(
+    postgres_url: str, schema: str
+) -> None:
+    stores = [await _open(postgres_url, schema, pool_size=4) for _ in range(2)]
+    try:
+        run_ids = [new_run_id() for _ in range(6)]
+        for run_id in run_ids:
+            await stores[0].bootstrap_run_tx(bootstrap_input(run_id))
+        done = asyncio.Event()
+
+        async def relay_registering() -> int:
+            registrations = 0
+            while not done.is_set():
+                # Each wait registers the relay: runstate_watch takes the lock exclusively.
+                await stores[1].wait_for_outbox(0.01)
+                registrations += 1
+            return registrations
+
+        async def writer(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(15):
+                await stores[seed % 2].append_and_enqueue_tx(
+                    rng.choice(run_ids), [RunEventInput(type="Step")]
+                )
+
+        watcher = asyncio.create_task(relay_registering())
+        await asyncio.wait_for(asyncio.gather(*(writer(seed) for seed in range(16))), 60)
+        done.set()
+        assert await watcher > 0
+        total = sum([len(await stores[0].list_events(r)) for r in run_ids])
+        assert total == 6 + 16 * 15
+        for run_id in run_ids:
+            events = await stores[0].list_events(run_id)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    finally:
+        for store in stores:
+            await store.close()
