@@ -236,7 +236,8 @@ def _print_demo(result: DemoResult) -> None:
     for label, value in (
         ("runs", str(result.runs)),
         ("events written", str(result.events_written)),
-        ("events delivered", f"{result.events_delivered} to {result.sink_url}"),
+        ("events delivered", str(result.events_delivered)),
+        ("sink", result.sink_url),
         ("wall time", f"{result.seconds:.1f} s"),
         ("writes/s (events)", f"{rate:,.0f}"),
         ("commit-to-delivery p50", _ms(result.latency_p50_ms)),
