@@ -56,3 +56,6 @@ CREATE INDEX run_metadata_created ON run_metadata (created_at DESC, run_id DESC)
 -- The claim query walks undelivered records only; delivered history never slows it down.
 CREATE INDEX run_outbox_pending ON run_outbox (outbox_id) WHERE delivered_at IS NULL;
 CREATE INDEX run_outbox_pending_run ON run_outbox (run_id, seq) WHERE delivered_at IS NULL;
+
+-- Retention: purge_delivered deletes the oldest deliveries first, in small batches.
+CREATE INDEX run_outbox_delivered ON run_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
