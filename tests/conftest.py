@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,28 @@ def postgres_url() -> str:
     """The test PostgreSQL server's URL; skips (or fails in CI) when it is down."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema name, dropped after the test."""
+    name = unique_schema()
+    try:
+        yield name
+    finally:
+        await drop_postgres_schema(name)
+
+
+@pytest.fixture
+async def admin(postgres_url: str) -> AsyncIterator[Any]:
+    """A plain asyncpg connection, for setting up locks and killing backends."""
+    import asyncpg
+
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

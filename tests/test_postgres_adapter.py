@@ -9,13 +9,10 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 
-from conftest import drop_postgres_schema, unique_schema
 from runstate import (
     RunEventInput,
     StoreUnavailable,
@@ -25,26 +22,6 @@ from runstate.adapters.postgres import PostgresStore
 from runstate.testing.contract import bootstrap_input, new_run_id
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    """A fresh schema name, dropped after the test."""
-    name = unique_schema()
-    try:
-        yield name
-    finally:
-        await drop_postgres_schema(name)
-
-
-@pytest.fixture
-async def admin(postgres_url: str) -> AsyncIterator[Any]:
-    """A plain asyncpg connection for setting up locks and killing backends."""
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def _open(url: str, schema: str, **options: Any) -> PostgresStore:

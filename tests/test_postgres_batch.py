@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from conftest import drop_postgres_schema, unique_schema
 from runstate import RunAlreadyExists, RunEventInput, open_store
 from runstate.adapters.postgres import PostgresStore
 from runstate.testing.contract import bootstrap_input, new_run_id
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    """A fresh schema, dropped afterwards."""
-    name = unique_schema()
-    try:
-        yield name
-    finally:
-        await drop_postgres_schema(name)
 
 
 async def _open(postgres_url: str, schema: str, pool_size: int) -> PostgresStore:

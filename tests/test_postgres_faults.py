@@ -16,13 +16,12 @@ import subprocess
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from conftest import IN_CI, drop_postgres_schema, unique_schema
+from conftest import IN_CI
 from runstate import RunEventInput, StoreUnavailable, open_store
 from runstate.adapters.postgres import PostgresStore
 from runstate.relay import Relay
@@ -33,16 +32,6 @@ from runstate.testing.contract import bootstrap_input, new_run_id
 pytestmark = pytest.mark.postgres
 
 CLUSTER = ("15", "main")
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
-    """A fresh schema name, dropped after the test."""
-    name = unique_schema()
-    try:
-        yield name
-    finally:
-        await drop_postgres_schema(name)
 
 
 def pg_ready() -> bool:

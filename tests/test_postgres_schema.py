@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 
 from conftest import drop_postgres_schema, unique_schema
@@ -38,16 +36,6 @@ SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid
   FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
  WHERE n.nspname = $1 ORDER BY p.proname
 """
-
-
-@pytest.fixture
-async def admin(postgres_url: str) -> AsyncIterator[Any]:
-    """A plain asyncpg connection."""
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def _catalog(connection: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
