@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -83,6 +84,23 @@ async def admin(postgres_url: str) -> AsyncIterator[Any]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def nats_stream() -> AsyncIterator[tuple[str, str]]:
+    """A unique JetStream stream name and subject prefix, deleted after the test."""
+    require_service("NATS", "127.0.0.1", 4222)
+    import nats
+
+    suffix = uuid.uuid4().hex[:12]
+    stream, prefix = f"RS_TEST_{suffix}", f"rstest.{suffix}"
+    yield stream, prefix
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

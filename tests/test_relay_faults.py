@@ -142,23 +142,6 @@ async def _stream_through_outage(
     return expected
 
 
-@pytest.fixture
-async def nats_stream() -> AsyncIterator[tuple[str, str]]:
-    """A unique JetStream stream and subject prefix, deleted afterwards."""
-    require_service("NATS", "127.0.0.1", 4222)
-    import nats
-
-    suffix = uuid.uuid4().hex[:12]
-    stream, prefix = f"RS_FAULT_{suffix}", f"rsfault.{suffix}"
-    yield stream, prefix
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
-
-
 async def test_nats_outage_mid_stream_loses_nothing_and_keeps_order(
     nats_stream: tuple[str, str],
 ) -> None:

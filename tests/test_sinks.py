@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -92,24 +91,6 @@ async def seeded_store(runs: int, events: int) -> MemoryStore:
 
 
 # -- NATS JetStream ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def nats_stream() -> AsyncIterator[tuple[str, str]]:
-    """A unique stream and subject prefix, deleted afterwards."""
-    require_service("NATS", "127.0.0.1", 4222)
-    import nats
-
-    suffix = uuid.uuid4().hex[:12]
-    stream, prefix = f"RS_TEST_{suffix}", f"rstest.{suffix}"
-    yield stream, prefix
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    try:
-        js = nc.jetstream()
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream)
-    finally:
-        await nc.close()
 
 
 async def stream_messages(stream: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
