@@ -75,7 +75,7 @@ class CheckedMetadata:
     @property
     def labels_json(self) -> str:
         """The labels as compact JSON text."""
-        return _encoder.encode(self.labels)
+        return _encoder.encode(self.labels) if self.labels else "{}"
 
 
 def _is_plain_identifier(value: object) -> bool:

@@ -318,6 +318,23 @@ def _deliver(loop: asyncio.AbstractEventLoop | None, future: Any, outcome: Outco
             loop.call_soon_threadsafe(_resolve, future, *outcome)
 
 
+def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        _resolve(future, ok, value)
+
+
+def _deliver_group(group: list[Any], outcomes: list[Outcome]) -> None:
+    # One wake-up per event loop for the whole group, not one per call: each wake-up is a
+    # write to the loop's self-pipe, and a loop woken early fights this thread for the GIL.
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for (_, _, _, loop, future), (ok, value) in zip(group, outcomes, strict=True):
+        if loop is not None:
+            by_loop.setdefault(loop, []).append((future, ok, value))
+    for loop, results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve_all, results)
+
+
 class Worker:
     """One thread owning one SQLite connection; jobs run on it one at a time, in order.
 
@@ -362,10 +379,8 @@ class Worker:
                         held = following
                         break
                     group.append(following)
-                outcomes = self._write_group(group)
-                for member, outcome in zip(group, outcomes, strict=True):
-                    _deliver(member[3], member[4], outcome)
-                del group, outcomes, member, outcome
+                _deliver_group(group, self._write_group(group))
+                del group
             else:
                 _deliver(loop, future, self._attempt(function, args))
             # Drop references now: a finished call's arguments must not outlive it.

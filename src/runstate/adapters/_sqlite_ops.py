@@ -174,7 +174,8 @@ def _insert_events(
                 seq,
                 position,
                 event.type,
-                _loads(item.payload_json),
+                # The validated private copy equals the stored JSON read back.
+                item.payload,
                 event.event_id,
                 event.schema_version,
                 None if occurred_at is None else occurred_at.astimezone(UTC),
