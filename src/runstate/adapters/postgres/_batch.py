@@ -78,24 +78,34 @@ class WriteBatcher:
         self._max_batch = max_batch
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
         self._in_flight = 0
+        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, run_id: str, args: tuple[Any, ...]) -> Any:
         """Write one item (``args`` of the function) and return its result row."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self._in_flight < self._max_in_flight and not self._pending:
-            # Nothing to wait for: write in the caller's own task, at once and in call order.
-            self._in_flight += 1
-            await self._write([(run_id, args, future)])
-            return future.result()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((run_id, args, future))
-        self._start_batches()
+        if not self._flush_scheduled:
+            # Flush after the tasks that are ready now have run: callers woken together (by
+            # the batch that just finished) then share one statement instead of the first
+            # one taking a statement of its own.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._start_batches()
 
     def _start_batches(self) -> None:
         while self._pending and self._in_flight < self._max_in_flight:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+            # Spread the waiting items over the free statements: two half batches keep two
+            # backends busy where one full batch would leave one idle.
+            free = self._max_in_flight - self._in_flight
+            size = min(self._max_batch, -(-len(self._pending) // free))
+            batch = self._pending[:size]
+            del self._pending[:size]
             self._in_flight += 1
             task = asyncio.create_task(self._write(batch))
             # Keep a reference: the event loop holds tasks only weakly.

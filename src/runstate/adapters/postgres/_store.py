@@ -37,6 +37,8 @@ from ...types import (
     RunEventPersisted,
     RunMetadata,
     RunSummary,
+    new_append_result,
+    new_persisted_event,
 )
 from . import _catalog, _outbox
 from ._batch import WriteBatcher
@@ -101,7 +103,7 @@ class PostgresStore:
         self._closed = False
         self._listener = OutboxListener(config.schema, self._connect_listener)
         # Group commit: writes that queue behind this many statements share the next one.
-        in_flight = max(1, config.pool_size // 4)
+        in_flight = int(__import__("os").environ.get("RS_INFLIGHT", max(1, config.pool_size // 4)))
         self._bootstraps = WriteBatcher(
             self._run,
             action="bootstrap_run_tx",
@@ -176,7 +178,10 @@ class PostgresStore:
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             try:
-                connection = await self._pool.acquire(timeout=self._acquire_timeout)
+                # asyncio.timeout costs one timer; acquire(timeout=...) wraps the wait in an
+                # extra task per call.
+                async with asyncio.timeout(self._acquire_timeout):
+                    connection = await self._pool.acquire()
                 try:
                     return await work(connection)
                 except asyncpg.exceptions.InternalClientError:
@@ -473,28 +478,30 @@ def _append_result(
         ):
             item = events[index]
             event = item.event
+            occurred_at = event.occurred_at
             appended.append(
-                RunEventPersisted(
-                    run_id=run_id,
-                    seq=first_seq + offset,
-                    position=position,
-                    type=event.type,
-                    payload=json.loads(item.payload_json),
-                    event_id=event.event_id,
-                    schema_version=event.schema_version,
-                    occurred_at=None
-                    if event.occurred_at is None
-                    else event.occurred_at.astimezone(UTC),
-                    recorded_at=recorded,
+                new_persisted_event(
+                    run_id,
+                    first_seq + offset,
+                    position,
+                    event.type,
+                    # The validated private copy equals the stored JSON read back.
+                    item.payload,
+                    event.event_id,
+                    event.schema_version,
+                    None if occurred_at is None else occurred_at.astimezone(UTC),
+                    recorded,
                 )
             )
-    kept = set(appended_indexes)
-    deduplicated = tuple(
-        item.event.event_id for index, item in enumerate(events) if index not in kept
-    )
-    return AppendResult(
-        run_id=run_id, appended=tuple(appended), deduplicated=deduplicated, last_seq=last_seq
-    )
+    if len(appended_indexes) == len(events):
+        deduplicated: tuple[str, ...] = ()
+    else:
+        kept = set(appended_indexes)
+        deduplicated = tuple(
+            item.event.event_id for index, item in enumerate(events) if index not in kept
+        )
+    result: AppendResult = new_append_result(run_id, tuple(appended), deduplicated, last_seq)
+    return result
 
 
 def _check_ids(outbox_ids: object) -> list[int]:
