@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import re
 import statistics
 import subprocess
@@ -35,6 +36,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._report import settle_inputs
 from runstate import RunBootstrapInput, RunEventInput, RunMetadata, open_store
 from runstate.adapters.postgres import PostgresStore, migrate
 
@@ -96,40 +100,60 @@ def _event_batch(*types: str) -> list[RunEventInput]:
     return [RunEventInput(type=t, payload={"queue": "q"}) for t in types]
 
 
+#: Inputs built per cell before its clock starts, per second of the cell: more than any
+#: machine here writes, so the cell ends on its deadline, not on running out.
+INPUTS_PER_SECOND = 8_000
+
+
 async def _timed_tasks(
-    concurrency: int, seconds: float, op: Callable[[int], Awaitable[None]]
+    concurrency: int, seconds: float, inputs: list[Any], op: Callable[[int, Any], Awaitable[None]]
 ) -> float:
-    deadline = time.perf_counter() + seconds
-    counts = [0] * concurrency
+    """Run ``op`` from ``concurrency`` tasks until the deadline; return operations/s.
+
+    The inputs are built beforehand, as in bench_sqlite.py: the cell measures the store, not
+    the benchmark's own uuid4 and dataclass construction (pgbench builds its rows in SQL).
+    """
+    settle_inputs()
+    feed = iter(inputs)
+    done = 0
 
     async def worker(index: int) -> None:
-        while time.perf_counter() < deadline:
-            await op(index)
-            counts[index] += 1
+        nonlocal done
+        for item in feed:
+            await op(index, item)
+            done += 1
+            if time.perf_counter() >= deadline:
+                return
 
     started = time.perf_counter()
+    deadline = started + seconds
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return sum(counts) / (time.perf_counter() - started)
+    rate = done / (time.perf_counter() - started)
+    gc.unfreeze()
+    return rate
 
 
 async def runstate_cell(url: str, schema: str, op: str, concurrency: int, seconds: float) -> float:
     """Operations per second of the adapter for one (operation, concurrency) cell."""
     store = await open_store(url, schema=schema, pool_size=concurrency)
     assert isinstance(store, PostgresStore)
+    count = int(seconds * INPUTS_PER_SECOND) + 1_000
     try:
         if op == "bootstrap":
-
-            async def bootstrap(_index: int) -> None:
-                metadata = RunMetadata(
-                    run_id=f"rs-{uuid.uuid4().hex}", workflow="bench", input={"n": 1}
+            bootstraps = [
+                RunBootstrapInput(
+                    metadata=RunMetadata(
+                        run_id=f"rs-{uuid.uuid4().hex}", workflow="bench", input={"n": 1}
+                    ),
+                    first_events=_event_batch("RunQueued", "RunStarted"),
                 )
-                await store.bootstrap_run_tx(
-                    RunBootstrapInput(
-                        metadata=metadata, first_events=_event_batch("RunQueued", "RunStarted")
-                    )
-                )
+                for _ in range(count)
+            ]
 
-            return await _timed_tasks(concurrency, seconds, bootstrap)
+            async def bootstrap(_index: int, item: RunBootstrapInput) -> None:
+                await store.bootstrap_run_tx(item)
+
+            return await _timed_tasks(concurrency, seconds, bootstraps, bootstrap)
         runs = [f"rs-append-{uuid.uuid4().hex}" for _ in range(concurrency)]
         for run_id in runs:
             await store.bootstrap_run_tx(
@@ -138,11 +162,12 @@ async def runstate_cell(url: str, schema: str, op: str, concurrency: int, second
                     first_events=_event_batch("RunQueued"),
                 )
             )
+        appends = [_event_batch("Step") for _ in range(count)]
 
-        async def append(index: int) -> None:
-            await store.append_and_enqueue_tx(runs[index], _event_batch("Step"))
+        async def append(index: int, events: list[RunEventInput]) -> None:
+            await store.append_and_enqueue_tx(runs[index], events)
 
-        return await _timed_tasks(concurrency, seconds, append)
+        return await _timed_tasks(concurrency, seconds, appends, append)
     finally:
         await store.close()
 
