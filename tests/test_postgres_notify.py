@@ -227,6 +227,23 @@ def test_url_and_keyword_options_are_merged() -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("pool_size=1", 1),
+        ("", 2),
+        ("pool_size=16", 4),
+        ("pool_size=100", 4),
+        ("write_statements=9", 9),
+    ],
+)
+def test_write_statements_default_to_a_quarter_of_the_pool_at_most_four(
+    query: str, expected: int
+) -> None:
+    config = parse_config(parse_store_url(f"postgresql://db/app?{query}"), {})
+    assert config.write_statements == expected
+
+
+@pytest.mark.parametrize(
     ("url", "options", "match"),
     [
         ("postgresql://db/app", {"poolsize": 3}, "supported: .*pool_size"),
@@ -235,6 +252,7 @@ def test_url_and_keyword_options_are_merged() -> None:
         ("postgresql://db/app?schema=Upper", {}, "schema"),
         ("postgresql://db/app?pool_size=0", {}, "pool_size"),
         ("postgresql://db/app?pgbouncer=maybe", {}, "pgbouncer"),
+        ("postgresql://db/app?write_statements=0", {}, "write_statements"),
         ("postgresql://db/app", {"max_payload_bytes": -1}, "max_payload_bytes"),
     ],
 )

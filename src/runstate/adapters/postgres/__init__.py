@@ -5,9 +5,10 @@ schema of an existing database (default ``runstate``), created and migrated on o
 relay waits (``runstate_watch``), every write transaction sends one NOTIFY on channel
 ``runstate_outbox`` with the schema name as payload.
 
-Writes are group-committed: at most ``pool_size // 4`` write statements run at once, and writes
-that arrive meanwhile go out together in the next one (see ``_batch.py``), each with its own
-outcome. A lone writer still gets one round trip per call.
+Writes are group-committed: at most ``write_statements`` statements of each kind (bootstrap,
+append) run at once (default: a quarter of the pool, at most 4), and writes that arrive
+meanwhile go out together in the next one (see ``_batch.py``), each with its own outcome. A
+lone writer still gets one round trip per call.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
 DEFAULT_STATEMENT_CACHE_SIZE = 100
+#: Most concurrent statements of each write kind, by default: a quarter of the pool, at most
+#: this many. Each statement carries every write that queued for it (group commit), so a few
+#: full statements beat many small ones; measured on 2 cores, 4 beat 8 at 32 writers.
+MAX_DEFAULT_WRITE_STATEMENTS = 4
 
 SUPPORTED_OPTIONS = frozenset(
     {
@@ -26,6 +30,7 @@ SUPPORTED_OPTIONS = frozenset(
         "command_timeout",
         "connect_timeout",
         "pgbouncer",
+        "write_statements",
     }
 )
 # Connection parameters asyncpg itself understands in a DSN; they pass through untouched.
@@ -72,6 +77,7 @@ class PostgresConfig:
     statement_cache_size: int
     command_timeout: float | None
     connect_timeout: float
+    write_statements: int
 
 
 def check_schema_name(value: object) -> str:
@@ -118,6 +124,11 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
     if isinstance(max_payload, str):
         max_payload = _int(max_payload, "max_payload_bytes", minimum=1)
     command_timeout = merged.get("command_timeout", DEFAULT_COMMAND_TIMEOUT)
+    write_statements = _int(
+        merged.get("write_statements", min(MAX_DEFAULT_WRITE_STATEMENTS, max(1, pool_size // 4))),
+        "write_statements",
+        minimum=1,
+    )
     parts = urlsplit(url.raw)
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(driver_query), ""))
     return PostgresConfig(
@@ -134,6 +145,7 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
         connect_timeout=_float(
             merged.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT), "connect_timeout"
         ),
+        write_statements=write_statements,
     )
 
 

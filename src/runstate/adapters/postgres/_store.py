@@ -103,7 +103,7 @@ class PostgresStore:
         self._closed = False
         self._listener = OutboxListener(config.schema, self._connect_listener)
         # Group commit: writes that queue behind this many statements share the next one.
-        in_flight = int(__import__("os").environ.get("RS_INFLIGHT", max(1, config.pool_size // 4)))
+        in_flight = config.write_statements
         self._bootstraps = WriteBatcher(
             self._run,
             action="bootstrap_run_tx",
