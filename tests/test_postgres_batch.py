@@ -117,3 +117,41 @@ async def test_no_deadlock_between_batches_and_a_registering_relay(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_write_cancelled_while_it_waits_for_a_statement_is_never_sent(
+    postgres_url: str, schema: str, admin: Any
+) -> None:
+    store = await open_store(postgres_url, schema=schema, pool_size=4, write_statements=1)
+    assert isinstance(store, PostgresStore)
+    try:
+        held, cancelled, after = new_run_id(), new_run_id(), new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(held))
+        async with admin.transaction():
+            # The only append statement waits for this row lock ...
+            await admin.execute(
+                f'SELECT 1 FROM "{schema}".run_metadata WHERE run_id = $1 FOR UPDATE',  # noqa: S608
+                held,
+            )
+            blocked = asyncio.ensure_future(
+                store.append_and_enqueue_tx(held, [RunEventInput(type="Step")])
+            )
+            await asyncio.sleep(0.2)
+            # ... so these appends queue behind it; one of them is cancelled while it waits.
+            await store.bootstrap_run_tx(bootstrap_input(cancelled))
+            await store.bootstrap_run_tx(bootstrap_input(after))
+            victim = asyncio.ensure_future(
+                store.append_and_enqueue_tx(cancelled, [RunEventInput(type="Lost")])
+            )
+            survivor = asyncio.ensure_future(
+                store.append_and_enqueue_tx(after, [RunEventInput(type="Kept")])
+            )
+            await asyncio.sleep(0.05)
+            victim.cancel()
+        await blocked
+        assert (await survivor).last_seq == 2
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+        assert [e.type for e in await store.list_events(cancelled)] == ["RunQueued"]
+    finally:
+        await store.close()

@@ -1,11 +1,15 @@
 """Group commit for PostgreSQL: concurrent writes of one kind share one statement.
 
 With many writers the Python client, not the server, is the limit on a small machine: each
-round trip costs asyncio and asyncpg far more CPU than the write costs PostgreSQL. Writes that
-queue up while ``max_in_flight`` statements are running go out together as one statement (one
-round trip, one transaction, one commit). Each item keeps its own outcome: the write functions
-report "already exists", "not found" and "conflict" as codes and write nothing for them, so one
-item's refusal never touches another's rows. A statement that fails (a lost connection, say)
+round trip costs asyncio and asyncpg far more CPU than the write costs PostgreSQL. A write
+waits for the tasks that are ready in the same event-loop turn (one turn: a lone writer still
+gets its own statement at once), then the waiting writes go out together, spread over at most
+``max_in_flight`` statements (one round trip, one transaction, one commit each). A write whose
+caller is cancelled before its statement goes out is dropped, so nothing of it is written.
+
+Each item keeps its own outcome: the write functions report "already exists", "not found" and
+"conflict" as codes and write nothing for them, so one item's refusal never touches another's
+rows. A statement that fails (a lost connection, say)
 fails every item in it with its own ``StoreUnavailable``, exactly as a single write would.
 
 Deadlocks are impossible by construction:
@@ -99,6 +103,10 @@ class WriteBatcher:
         self._start_batches()
 
     def _start_batches(self) -> None:
+        if any(future.done() for _, _, future in self._pending):
+            # A caller cancelled before its write went out: it is never sent, so nothing of
+            # it is written and the cancellation means what it says.
+            self._pending = [item for item in self._pending if not item[2].done()]
         while self._pending and self._in_flight < self._max_in_flight:
             # Spread the waiting items over the free statements: two half batches keep two
             # backends busy where one full batch would leave one idle.
