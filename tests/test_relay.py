@@ -423,7 +423,8 @@ async def test_run_forever_purges_on_its_interval(store_factory: StoreFactory) -
     try:
         for _ in range(200):
             stats = await outbox(store).outbox_stats()
-            if stats.pending == 0 and stats.delivered == 0:
+            # Claimed records are neither pending nor delivered yet: wait for them too.
+            if (stats.pending, stats.in_flight, stats.delivered) == (0, 0, 0):
                 break
             await asyncio.sleep(0.02)
         assert (stats.pending, stats.in_flight, stats.delivered) == (0, 0, 0)
