@@ -280,6 +280,9 @@ class RunStateStoreContract:
             assert (caught.value.expected_seq, caught.value.actual_seq) == (wrong, 2)
         assert len(await store.list_events(run_id)) == 2
         assert [s for r, s in await drain_outbox(store) if r == run_id] == [1, 2]
+        # The refused calls left the run's head where it was: the next append follows on.
+        after = await store.append_and_enqueue_tx(run_id, [RunEventInput(type="A")], expected_seq=2)
+        assert [e.seq for e in after.appended] == [3]
 
     async def test_expected_seq_match_appends(self, store: RunStateStore) -> None:
         run_id = new_run_id()
@@ -392,6 +395,14 @@ class RunStateStoreContract:
         assert repeat.deduplicated == ("s1",)
         assert repeat.last_seq == 2
         assert [s for r, s in await drain_outbox(store) if r == run_id] == [1, 2]
+        # Duplicates claim no seq: the next new event is 3, and expected_seq=2 holds.
+        after = await store.append_and_enqueue_tx(
+            run_id,
+            [RunEventInput(type="X", event_id="s1"), RunEventInput(type="Y", event_id="s2")],
+            expected_seq=2,
+        )
+        assert [(e.event_id, e.seq) for e in after.appended] == [("s2", 3)]
+        assert after.last_seq == 3
 
     async def test_same_event_id_in_two_runs_is_independent(self, store: RunStateStore) -> None:
         run_a, run_b = new_run_id(), new_run_id()
