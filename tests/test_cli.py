@@ -217,6 +217,14 @@ def test_bad_since_and_unknown_benchmark_exit_2(url: str) -> None:
     assert code == 2
 
 
+def test_bench_passes_arguments_after_the_double_dash() -> None:
+    code, out, err = cli("bench", "thread_hop", "--", "--calls", "20", "--rounds", "1")
+    assert code == 0, (out, err)
+    code, out, err = cli("bench", "thread_hop", "--", "--no-such-flag")
+    assert code == 1
+    assert "thread_hop" in err
+
+
 def test_demo_passes_its_self_check(url: str, tmp_path: Path) -> None:
     sink = tmp_path / "demo.jsonl"
     code, out, err = cli(

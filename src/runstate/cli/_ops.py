@@ -163,9 +163,14 @@ async def migrate_command(
 
 
 def bench_command(
-    which: list[str] | None = typer.Argument(None, help="Benchmarks to run (default: all)."),  # noqa: B008
+    which: list[str] | None = typer.Argument(  # noqa: B008
+        None,
+        help="Benchmarks to run (default: all); arguments after -- go to each of them, "
+        "as in `runstate bench sqlite -- --rounds 3`.",
+    ),
 ) -> None:
     """Run the project's benchmarks (from a source checkout) and print their ratio tables."""
+    names, extra = _split_bench_arguments(which or [])
     folder = Path.cwd() / "benchmarks"
     if not folder.is_dir():
         raise fail(
@@ -173,7 +178,7 @@ def bench_command(
             EXIT_INVALID_INPUT,
         )
     available = {p.stem.removeprefix("bench_"): p for p in sorted(folder.glob("bench_*.py"))}
-    chosen = which or list(available)
+    chosen = names or list(available)
     unknown = sorted(set(chosen) - set(available))
     if unknown:
         raise fail(
@@ -183,10 +188,23 @@ def bench_command(
     failed = []
     for name in chosen:
         console.print(f"[bold]== {name}[/bold]")
-        if subprocess.run([sys.executable, str(available[name])], check=False).returncode != 0:
+        command = [sys.executable, str(available[name]), *extra]
+        if subprocess.run(command, check=False).returncode != 0:
             failed.append(name)
     if failed:
         raise fail(f"benchmark(s) failed: {', '.join(failed)}")
+
+
+def _split_bench_arguments(words: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``runstate bench`` words into benchmark names and the arguments passed on.
+
+    Click drops the ``--`` itself, so the first word that looks like an option starts the
+    arguments that every chosen benchmark receives.
+    """
+    for index, word in enumerate(words):
+        if word.startswith("-"):
+            return words[:index], words[index:]
+    return words, []
 
 
 def version_command() -> None:
