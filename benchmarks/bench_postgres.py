@@ -104,6 +104,10 @@ def _event_batch(*types: str) -> list[RunEventInput]:
 #: machine here writes, so the cell ends on its deadline, not on running out.
 INPUTS_PER_SECOND = 8_000
 
+#: CPU time (user + system) of this process per operation in the last timed cell, in µs: the
+#: Python client's share of the machine, which on a small machine the server does not get.
+last_client_cpu_per_op = float("nan")
+
 
 async def _timed_tasks(
     concurrency: int, seconds: float, inputs: list[Any], op: Callable[[int, Any], Awaitable[None]]
@@ -113,9 +117,11 @@ async def _timed_tasks(
     The inputs are built beforehand, as in bench_sqlite.py: the cell measures the store, not
     the benchmark's own uuid4 and dataclass construction (pgbench builds its rows in SQL).
     """
+    global last_client_cpu_per_op
     settle_inputs()
     feed = iter(inputs)
     done = 0
+    cpu_before = time.process_time()
 
     async def worker(index: int) -> None:
         nonlocal done
@@ -129,6 +135,7 @@ async def _timed_tasks(
     deadline = started + seconds
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     rate = done / (time.perf_counter() - started)
+    last_client_cpu_per_op = (time.process_time() - cpu_before) / max(done, 1) * 1e6
     gc.unfreeze()
     return rate
 
@@ -377,6 +384,9 @@ async def main() -> None:
                     for level in levels:
                         value = await runstate_cell(args.url, rs_schema, op, level, args.seconds)
                         record(f"{phase}/runstate/{op}/{level}", value)
+                        results.setdefault(f"{phase}/client-cpu/{op}/{level}", []).append(
+                            last_client_cpu_per_op
+                        )
                         if phase == "empty" and not args.skip_pgbench:
                             for notify in (False, True):
                                 name = "pgbench+notify" if notify else "pgbench"
@@ -413,19 +423,24 @@ def _print_table(results: dict[str, list[float]], levels: list[int], args: Any) 
     )
     header = (
         f"{'operation':<10} {'conc':>4} {'runstate':>9} {'pgbench':>9} {'ratio':>6} "
-        f"{'pgb+ntfy':>9} {'ratio':>6}"
+        f"{'pgb+ntfy':>9} {'ratio':>6} {'py µs/op':>8}"
     )
     if args.prefill:
         header += f" {'prefilled':>9} {'vs empty':>8}"
     print(header)
+    print(
+        "(py µs/op: CPU time of runstate's Python client per operation, taken from the same "
+        "cores as the server)"
+    )
     for op in ("bootstrap", "append"):
         for level in levels:
             ours = med.get(f"empty/runstate/{op}/{level}", float("nan"))
             plain = med.get(f"empty/pgbench/{op}/{level}", float("nan"))
             notify = med.get(f"empty/pgbench+notify/{op}/{level}", float("nan"))
+            cpu = med.get(f"empty/client-cpu/{op}/{level}", float("nan"))
             line = (
                 f"{op:<10} {level:>4} {ours:>9.0f} {plain:>9.0f} {ours / plain:>6.2f} "
-                f"{notify:>9.0f} {ours / notify:>6.2f}"
+                f"{notify:>9.0f} {ours / notify:>6.2f} {cpu:>8.0f}"
             )
             if args.prefill:
                 full = med.get(f"prefilled/runstate/{op}/{level}", float("nan"))
