@@ -6,9 +6,16 @@ import asyncio
 import random
 from typing import Any
 
+import asyncpg
 import pytest
 
-from runstate import RunAlreadyExists, RunEventInput, open_store
+from runstate import (
+    RunAlreadyExists,
+    RunBootstrapInput,
+    RunEventInput,
+    RunMetadata,
+    open_store,
+)
 from runstate.adapters.postgres import PostgresStore
 from runstate.testing.contract import bootstrap_input, new_run_id
 
@@ -155,3 +162,71 @@ async def test_a_write_cancelled_while_it_waits_for_a_statement_is_never_sent(
         assert [e.type for e in await store.list_events(cancelled)] == ["RunQueued"]
     finally:
         await store.close()
+
+
+async def test_a_batch_mixes_new_runs_with_retries_and_conflicts(
+    postgres_url: str, schema: str
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=4)
+    try:
+        statements = _count_statements(store)
+        retried, conflicted = new_run_id(), new_run_id()
+        originals = {
+            run_id: RunBootstrapInput(
+                metadata=RunMetadata(run_id=run_id, workflow="wf", input={"n": 1}),
+                first_events=[
+                    RunEventInput(type="RunQueued", event_id=f"{run_id}-q"),
+                    RunEventInput(type="RunStarted", event_id=f"{run_id}-s"),
+                ],
+            )
+            for run_id in (retried, conflicted)
+        }
+        for request in originals.values():
+            await store.bootstrap_run_tx(request)
+        fresh = [new_run_id() for _ in range(6)]
+        before = statements[0]
+        outcomes = await asyncio.gather(
+            store.bootstrap_run_tx(originals[retried]),  # the same request again
+            store.bootstrap_run_tx(
+                RunBootstrapInput(
+                    metadata=RunMetadata(run_id=conflicted, workflow="other"),
+                    first_events=[RunEventInput(type="RunQueued")],
+                )
+            ),
+            *(store.bootstrap_run_tx(bootstrap_input(r, "RunQueued", "RunStarted")) for r in fresh),
+            return_exceptions=True,
+        )
+        assert statements[0] - before < len(outcomes)
+        same, other, *created = outcomes
+        assert isinstance(same, RunAlreadyExists)
+        assert same.same_request is True
+        assert isinstance(other, RunAlreadyExists)
+        assert other.same_request is False
+        positions: list[int] = []
+        for run_id, result in zip(fresh, created, strict=True):
+            assert not isinstance(result, BaseException), result
+            assert [(e.run_id, e.seq) for e in result.appended] == [(run_id, 1), (run_id, 2)]
+            assert result.last_seq == 2
+            positions.extend(e.position for e in result.appended)
+            stored = await store.list_events(run_id)
+            assert [e.position for e in stored] == [e.position for e in result.appended]
+        assert len(set(positions)) == len(positions)
+        assert [e.type for e in await store.list_events(conflicted)] == ["RunQueued", "RunStarted"]
+    finally:
+        await store.close()
+
+
+async def test_the_batch_function_refuses_repeated_run_ids(
+    postgres_url: str, schema: str, admin: Any
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=2)
+    await store.close()
+    with pytest.raises(asyncpg.RaiseError, match="distinct"):
+        await admin.fetch(
+            f'SELECT * FROM "{schema}".runstate_bootstrap_batch('  # noqa: S608
+            "ARRAY['a','a'], ARRAY['w','w'], ARRAY[NULL,NULL]::text[], ARRAY[NULL,NULL]::text[],"
+            " ARRAY[NULL,NULL]::text[], ARRAY['{}','{}'], ARRAY['{}','{}'],"
+            " ARRAY[now(),now()], ARRAY[1,1], ARRAY[1,1], ARRAY['a','a'], ARRAY[1,1],"
+            " ARRAY['e1','e2'], ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1],"
+            " ARRAY[NULL,NULL]::timestamptz[])"
+        )

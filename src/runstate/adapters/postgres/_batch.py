@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from ...errors import StoreUnavailable
 
@@ -59,6 +59,108 @@ def batch_sql(function: str, columns: tuple[str, ...], arity: int, size: int) ->
     return " UNION ALL ".join(branches)
 
 
+Item = tuple[str, tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class BatchCodec(Protocol):
+    """How one kind of write goes out as a statement, and how its rows come back."""
+
+    #: Whether one statement may carry several items of one run id.
+    repeats_run_ids: bool
+
+    def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        """The SQL and its arguments for the items' argument tuples, in this order."""
+
+    def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
+        """One result row (or ``None`` when missing) per item, in the items' order."""
+
+
+class PerItemCodec:
+    """Calls the write function once per item, as branches of one UNION ALL (``batch_sql``)."""
+
+    repeats_run_ids = True
+
+    def __init__(self, function: str, columns: Sequence[str], arity: int) -> None:
+        self._function = function
+        self._columns = tuple(columns)
+        self._arity = arity
+
+    def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        """The UNION ALL statement and the items' arguments, flattened."""
+        sql = batch_sql(self._function, self._columns, self._arity, len(items))
+        return sql, [value for args in items for value in args]
+
+    def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
+        """The rows by their ``i`` column."""
+        by_item = {row["i"]: row for row in rows}
+        return [by_item.get(index) for index in range(len(items))]
+
+
+_BOOTSTRAP_BATCH_SQL = (
+    "SELECT o_run_ids, o_positions, o_recorded_at, o_same_request FROM runstate_bootstrap_batch("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+)
+
+
+class BootstrapBatchCodec:
+    """Sends a batch of bootstraps to ``runstate_bootstrap_batch``: set-based, one call.
+
+    An item's arguments are ``runstate_bootstrap``'s: run id, workflow, workflow version,
+    tenant id, parent run id, input and labels (JSON text), created_at, schema version, then
+    the event ids, types, payloads (JSON text), schema versions and occurred_at, as lists.
+    """
+
+    repeats_run_ids = False
+
+    def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        """The call and its 17 arrays: one element per run, then one per event."""
+        runs: list[list[Any]] = [[] for _ in range(10)]
+        events: list[list[Any]] = [[] for _ in range(7)]
+        for item in items:
+            run_id = item[0]
+            for column, value in zip(runs, item[:9], strict=False):
+                column.append(value)
+            event_ids = item[9]
+            runs[9].append(len(event_ids))
+            events[0].extend([run_id] * len(event_ids))
+            events[1].extend(range(1, len(event_ids) + 1))
+            for column, values in zip(events[2:], item[9:14], strict=True):
+                column.extend(values)
+        return _BOOTSTRAP_BATCH_SQL, [*runs, *events]
+
+    def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
+        """Per item: written (its positions) or refused (whether it was the same request)."""
+        (row,) = rows
+        positions: dict[str, list[int]] = {}
+        for run_id, position in zip(row["o_run_ids"], row["o_positions"], strict=True):
+            positions.setdefault(run_id, []).append(position)
+        same_request = row["o_same_request"]
+        results: list[Any] = []
+        for index, item in enumerate(items):
+            written = positions.get(item[0])
+            if written is not None:
+                results.append(
+                    {
+                        "o_code": "OK",
+                        "o_positions": written,
+                        "o_recorded_at": row["o_recorded_at"],
+                        "o_same_request": None,
+                    }
+                )
+            elif same_request is None:
+                results.append(None)  # the server said everything was written: cannot be
+            else:
+                results.append(
+                    {
+                        "o_code": "RUN_ALREADY_EXISTS",
+                        "o_positions": None,
+                        "o_recorded_at": None,
+                        "o_same_request": same_request[index],
+                    }
+                )
+        return results
+
+
 class WriteBatcher:
     """Coalesces concurrent calls of one write function into shared statements."""
 
@@ -67,26 +169,22 @@ class WriteBatcher:
         run: Runner,
         *,
         action: str,
-        function: str,
-        columns: Sequence[str],
-        arity: int,
+        codec: BatchCodec,
         max_in_flight: int,
         max_batch: int = 32,
     ) -> None:
         self._run = run
         self._action = action
-        self._function = function
-        self._columns = tuple(columns)
-        self._arity = arity
+        self._codec = codec
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
-        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[Item] = []
         self._in_flight = 0
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, run_id: str, args: tuple[Any, ...]) -> Any:
-        """Write one item (``args`` of the function) and return its result row."""
+        """Write one item (``args`` for the codec) and return its result row."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((run_id, args, future))
@@ -112,22 +210,40 @@ class WriteBatcher:
             # backends busy where one full batch would leave one idle.
             free = self._max_in_flight - self._in_flight
             size = min(self._max_batch, -(-len(self._pending) // free))
-            batch = self._pending[:size]
-            del self._pending[:size]
+            batch = self._take(size)
             self._in_flight += 1
             task = asyncio.create_task(self._write(batch))
             # Keep a reference: the event loop holds tasks only weakly.
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    def _take(self, size: int) -> list[Item]:
+        if self._codec.repeats_run_ids:
+            taken = self._pending[:size]
+            del self._pending[:size]
+            return taken
+        # One item per run id per statement; a later one for the same run waits (in order)
+        # for a later statement.
+        batch: list[Item] = []
+        rest: list[Item] = []
+        seen: set[str] = set()
+        for item in self._pending:
+            if len(batch) < size and item[0] not in seen:
+                seen.add(item[0])
+                batch.append(item)
+            else:
+                rest.append(item)
+        self._pending = rest
+        return batch
+
+    async def _write(self, batch: list[Item]) -> None:
         try:
             ordered = sorted(batch, key=lambda item: item[0])
-            sql = batch_sql(self._function, self._columns, self._arity, len(ordered))
-            flat = [value for _, args, _ in ordered for value in args]
+            arguments = [args for _, args, _ in ordered]
+            sql, values = self._codec.statement(arguments)
 
             async def work(connection: Any) -> list[Any]:
-                rows: list[Any] = await connection.fetch(sql, *flat)
+                rows: list[Any] = await connection.fetch(sql, *values)
                 return rows
 
             try:
@@ -139,11 +255,10 @@ class WriteBatcher:
                 if not isinstance(exc, Exception):
                     raise
                 return
-            by_item = {row["i"]: row for row in rows}
-            for index, (_, _, future) in enumerate(ordered):
+            results = self._codec.results(rows, arguments)
+            for (_, _, future), row in zip(ordered, results, strict=True):
                 if future.done():
                     continue
-                row = by_item.get(index)
                 if row is None:
                     future.set_exception(
                         StoreUnavailable(f"{self._action}: no result for a batched write")

@@ -41,7 +41,7 @@ from ...types import (
     new_persisted_event,
 )
 from . import _catalog, _outbox
-from ._batch import WriteBatcher
+from ._batch import BootstrapBatchCodec, PerItemCodec, WriteBatcher
 from ._config import PostgresConfig, quote_ident
 from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener
@@ -107,17 +107,17 @@ class PostgresStore:
         self._bootstraps = WriteBatcher(
             self._run,
             action="bootstrap_run_tx",
-            function="runstate_bootstrap",
-            columns=("o_code", "o_positions", "o_recorded_at", "o_same_request"),
-            arity=14,
+            codec=BootstrapBatchCodec(),
             max_in_flight=in_flight,
         )
         self._appends = WriteBatcher(
             self._run,
             action="append_and_enqueue_tx",
-            function="runstate_append",
-            columns=("o_code", "o_last_seq", "o_appended", "o_positions", "o_recorded_at"),
-            arity=7,
+            codec=PerItemCodec(
+                "runstate_append",
+                ("o_code", "o_last_seq", "o_appended", "o_positions", "o_recorded_at"),
+                arity=7,
+            ),
             max_in_flight=in_flight,
         )
 
