@@ -10,10 +10,12 @@ import asyncpg
 import pytest
 
 from runstate import (
+    ConcurrencyConflict,
     RunAlreadyExists,
     RunBootstrapInput,
     RunEventInput,
     RunMetadata,
+    RunNotFound,
     open_store,
 )
 from runstate.adapters.postgres import PostgresStore
@@ -229,4 +231,57 @@ async def test_the_batch_function_refuses_repeated_run_ids(
             " ARRAY[now(),now()], ARRAY[1,1], ARRAY[1,1], ARRAY['a','a'], ARRAY[1,1],"
             " ARRAY['e1','e2'], ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1],"
             " ARRAY[NULL,NULL]::timestamptz[])"
+        )
+
+
+async def test_a_batch_of_appends_keeps_each_runs_outcome(postgres_url: str, schema: str) -> None:
+    store = await _open(postgres_url, schema, pool_size=4)
+    try:
+        ok, conflicted, duplicated = new_run_id(), new_run_id(), new_run_id()
+        for run_id in (ok, conflicted, duplicated):
+            await store.bootstrap_run_tx(bootstrap_input(run_id, "RunQueued", "RunStarted"))
+        await store.append_and_enqueue_tx(duplicated, [RunEventInput(type="A", event_id="a")])
+        statements = _count_statements(store)
+        outcomes = await asyncio.gather(
+            store.append_and_enqueue_tx(ok, [RunEventInput(type="A"), RunEventInput(type="B")]),
+            store.append_and_enqueue_tx(conflicted, [RunEventInput(type="A")], expected_seq=1),
+            store.append_and_enqueue_tx(
+                duplicated,
+                [RunEventInput(type="A", event_id="a"), RunEventInput(type="B", event_id="b")],
+                expected_seq=3,
+            ),
+            store.append_and_enqueue_tx(new_run_id(), [RunEventInput(type="A")]),
+            return_exceptions=True,
+        )
+        assert statements[0] < len(outcomes)
+        first, refused, partly, missing = outcomes
+        assert not isinstance(first, BaseException)
+        assert [(e.type, e.seq) for e in first.appended] == [("A", 3), ("B", 4)]
+        assert first.last_seq == 4
+        assert isinstance(refused, ConcurrencyConflict)
+        assert (refused.expected_seq, refused.actual_seq) == (1, 2)
+        assert not isinstance(partly, BaseException)
+        assert [(e.event_id, e.seq) for e in partly.appended] == [("b", 4)]
+        assert partly.deduplicated == ("a",)
+        assert partly.last_seq == 4
+        assert isinstance(missing, RunNotFound)
+        assert [e.seq for e in await store.list_events(conflicted)] == [1, 2]
+        after = await store.append_and_enqueue_tx(
+            duplicated, [RunEventInput(type="C")], expected_seq=4
+        )
+        assert after.appended[0].seq == 5
+    finally:
+        await store.close()
+
+
+async def test_the_append_batch_function_refuses_repeated_run_ids(
+    postgres_url: str, schema: str, admin: Any
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=2)
+    await store.close()
+    with pytest.raises(asyncpg.RaiseError, match="distinct"):
+        await admin.fetch(
+            f'SELECT * FROM "{schema}".runstate_append_batch('  # noqa: S608
+            "ARRAY['a','a'], ARRAY[NULL,NULL]::bigint[], ARRAY['a','a'], ARRAY['e1','e2'],"
+            " ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1], ARRAY[NULL,NULL]::timestamptz[])"
         )

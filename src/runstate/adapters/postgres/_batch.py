@@ -161,6 +161,59 @@ class BootstrapBatchCodec:
         return results
 
 
+_APPEND_BATCH_SQL = (
+    "SELECT o_codes, o_last_seqs, o_run_ids, o_candidates, o_positions, o_recorded_at"
+    " FROM runstate_append_batch($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+
+
+class AppendBatchCodec:
+    """Sends a batch of appends (one per run) to ``runstate_append_batch``: set-based.
+
+    An item's arguments are ``runstate_append``'s: run id, expected_seq, then the candidate
+    event ids, types, payloads (JSON text), schema versions and occurred_at, as lists.
+    """
+
+    repeats_run_ids = False
+
+    def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        """The call and its 8 arrays: one element per run, then one per candidate event."""
+        run_ids: list[str] = []
+        expected: list[int | None] = []
+        events: list[list[Any]] = [[] for _ in range(6)]
+        for run_id, expected_seq, *columns in items:
+            run_ids.append(run_id)
+            expected.append(expected_seq)
+            events[0].extend([run_id] * len(columns[0]))
+            for column, values in zip(events[1:], columns, strict=True):
+                column.extend(values)
+        return _APPEND_BATCH_SQL, [run_ids, expected, *events]
+
+    def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
+        """Per item: its code, last_seq, and the candidates written with their positions."""
+        (row,) = rows
+        written: dict[str, tuple[list[int], list[int]]] = {}
+        for run_id, candidate, position in zip(
+            row["o_run_ids"], row["o_candidates"], row["o_positions"], strict=True
+        ):
+            candidates, positions = written.setdefault(run_id, ([], []))
+            candidates.append(candidate)
+            positions.append(position)
+        results: list[Any] = []
+        for item, code, last_seq in zip(items, row["o_codes"], row["o_last_seqs"], strict=True):
+            candidates, positions = written.get(item[0], ([], []))
+            results.append(
+                {
+                    "o_code": code,
+                    "o_last_seq": last_seq + len(positions) if code == "OK" else last_seq,
+                    "o_appended": candidates,
+                    "o_positions": positions,
+                    "o_recorded_at": row["o_recorded_at"],
+                }
+            )
+        return results
+
+
 class WriteBatcher:
     """Coalesces concurrent calls of one write function into shared statements."""
 

@@ -41,7 +41,7 @@ from ...types import (
     new_persisted_event,
 )
 from . import _catalog, _outbox
-from ._batch import BootstrapBatchCodec, PerItemCodec, WriteBatcher
+from ._batch import AppendBatchCodec, BootstrapBatchCodec, WriteBatcher
 from ._config import PostgresConfig, quote_ident
 from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener
@@ -113,11 +113,7 @@ class PostgresStore:
         self._appends = WriteBatcher(
             self._run,
             action="append_and_enqueue_tx",
-            codec=PerItemCodec(
-                "runstate_append",
-                ("o_code", "o_last_seq", "o_appended", "o_positions", "o_recorded_at"),
-                arity=7,
-            ),
+            codec=AppendBatchCodec(),
             max_in_flight=in_flight,
         )
 
