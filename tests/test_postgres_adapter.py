@@ -170,17 +170,6 @@ async def test_random_kills_never_leave_half_written_runs(
         await store.close()
 
 
-async def _until_a_backend_waits_for_a_lock(admin: Any) -> None:
-    for _ in range(200):
-        waiting = await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no backend started waiting for the row lock")
-
-
 async def test_pool_acquire_and_command_timeouts_are_store_unavailable(
     postgres_url: str, schema: str, admin: Any
 ) -> None:
@@ -188,23 +177,23 @@ async def test_pool_acquire_and_command_timeouts_are_store_unavailable(
     try:
         run_id = new_run_id()
         await store.bootstrap_run_tx(bootstrap_input(run_id))
+        # A write that waits for a row lock past command_timeout.
         async with admin.transaction():
             await admin.execute(
                 f'SELECT 1 FROM "{schema}".run_metadata WHERE run_id = $1 FOR UPDATE',  # noqa: S608
                 run_id,
             )
-            # The append takes the pool's only connection and waits for the row lock ...
-            append = asyncio.ensure_future(
-                store.append_and_enqueue_tx(run_id, [RunEventInput(type="A")])
-            )
-            await _until_a_backend_waits_for_a_lock(admin)
-            # ... so the read cannot get a connection before its timeout.
-            outcomes = await asyncio.gather(
-                append, store.list_events(run_id), return_exceptions=True
-            )
-        for outcome in outcomes:
-            assert isinstance(outcome, StoreUnavailable), repr(outcome)
-            assert outcome.retryable
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.append_and_enqueue_tx(run_id, [RunEventInput(type="A")])
+            assert caught.value.retryable
+        # A read that finds the pool's only connection taken past the same timeout.
+        held = await store._pool.acquire()
+        try:
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.list_events(run_id)
+            assert caught.value.retryable
+        finally:
+            await store._pool.release(held)
         assert len(await store.list_events(run_id)) == 1
         await store.append_and_enqueue_tx(run_id, [RunEventInput(type="B")])
     finally:

@@ -6,9 +6,10 @@ relay waits (``runstate_watch``), every write transaction sends one NOTIFY on ch
 ``runstate_outbox`` with the schema name as payload.
 
 Writes are group-committed: at most ``write_statements`` statements of each kind (bootstrap,
-append) run at once (default: a quarter of the pool, at most 4), and writes that arrive
-meanwhile go out together in the next one (see ``_batch.py``), each with its own outcome. A
-lone writer still gets one round trip per call.
+append) run at once (default: one per 16 connections of the pool, 1 to 4), and writes that
+arrive meanwhile go out together in the next one, written set-based by
+``runstate_bootstrap_batch`` / ``runstate_append_batch`` (see ``_batch.py``), each with its
+own outcome. A lone writer still gets one round trip per call.
 """
 
 from __future__ import annotations
