@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -138,6 +139,13 @@ async def test_nats_relay_delivers_many_events_in_order(nats_stream: tuple[str, 
     }
 
 
+class _NoJitter(random.Random):
+    """A backoff without jitter: always the ceiling."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 async def test_nats_down_then_back_loses_nothing(
     nats_stream: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -146,13 +154,21 @@ async def test_nats_down_then_back_loses_nothing(
     caplog.set_level(logging.DEBUG)
     down = f"nats://relay:n4ts-s3cret@127.0.0.1:{closed_port()}?subject={prefix}.x&stream={stream}"
     async with open_sink(down, connect_timeout=0.5) as sink:
-        relay = Relay(store, sink, backoff_base=0.01, metrics=RelayMetrics(export=False))
+        # No jitter: each head is due again in exactly 0.2 s, after run_once has ended (with
+        # jitter a near-zero delay let run_once claim and fail the heads again).
+        relay = Relay(
+            store,
+            sink,
+            backoff_base=0.2,
+            rng=_NoJitter(),
+            metrics=RelayMetrics(export=False),
+        )
         report = await relay.run_once()
     assert report.delivered == 0
     assert report.retried == 2  # the head of each run; the rest waits behind it
     assert "n4ts-s3cret" not in caplog.text
     assert "relay:***@" in caplog.text
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.25)
     up = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}"
     async with open_sink(up) as sink:
         relay = Relay(store, sink, metrics=RelayMetrics(export=False))
@@ -326,10 +342,16 @@ async def test_webhook_retry_then_delivered_and_4xx_dead(receiver: Receiver) -> 
     store = await seeded_store(runs=1, events=2)
     receiver.statuses = [500]
     async with open_sink(f"http://127.0.0.1:{receiver.port}/") as sink:
-        relay = Relay(store, sink, backoff_base=0.01, metrics=RelayMetrics(export=False))
+        relay = Relay(
+            store,
+            sink,
+            backoff_base=0.2,
+            rng=_NoJitter(),
+            metrics=RelayMetrics(export=False),
+        )
         first = await relay.run_once()
         assert (first.retried, first.delivered) == (1, 0)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.25)
         second = await relay.run_once()
         assert second.delivered == 2
         ids = [headers["idempotency-key"] for headers, _ in receiver.requests]
