@@ -218,22 +218,6 @@ async def test_a_batch_mixes_new_runs_with_retries_and_conflicts(
         await store.close()
 
 
-async def test_the_batch_function_refuses_repeated_run_ids(
-    postgres_url: str, schema: str, admin: Any
-) -> None:
-    store = await _open(postgres_url, schema, pool_size=2)
-    await store.close()
-    with pytest.raises(asyncpg.RaiseError, match="distinct"):
-        await admin.fetch(
-            f'SELECT * FROM "{schema}".runstate_bootstrap_batch('  # noqa: S608
-            "ARRAY['a','a'], ARRAY['w','w'], ARRAY[NULL,NULL]::text[], ARRAY[NULL,NULL]::text[],"
-            " ARRAY[NULL,NULL]::text[], ARRAY['{}','{}'], ARRAY['{}','{}'],"
-            " ARRAY[now(),now()], ARRAY[1,1], ARRAY[1,1], ARRAY['a','a'], ARRAY[1,1],"
-            " ARRAY['e1','e2'], ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1],"
-            " ARRAY[NULL,NULL]::timestamptz[])"
-        )
-
-
 async def test_a_batch_of_appends_keeps_each_runs_outcome(postgres_url: str, schema: str) -> None:
     store = await _open(postgres_url, schema, pool_size=4)
     try:
@@ -274,14 +258,28 @@ async def test_a_batch_of_appends_keeps_each_runs_outcome(postgres_url: str, sch
         await store.close()
 
 
-async def test_the_append_batch_function_refuses_repeated_run_ids(
-    postgres_url: str, schema: str, admin: Any
+@pytest.mark.parametrize(
+    ("function", "arguments"),
+    [
+        (
+            "runstate_bootstrap_batch",
+            "ARRAY['a','a'], ARRAY['w','w'], ARRAY[NULL,NULL]::text[], ARRAY[NULL,NULL]::text[],"
+            " ARRAY[NULL,NULL]::text[], ARRAY['{}','{}'], ARRAY['{}','{}'],"
+            " ARRAY[now(),now()], ARRAY[1,1], ARRAY[1,1], ARRAY['a','a'], ARRAY[1,1],"
+            " ARRAY['e1','e2'], ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1],"
+            " ARRAY[NULL,NULL]::timestamptz[]",
+        ),
+        (
+            "runstate_append_batch",
+            "ARRAY['a','a'], ARRAY[NULL,NULL]::bigint[], ARRAY['a','a'], ARRAY['e1','e2'],"
+            " ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1], ARRAY[NULL,NULL]::timestamptz[]",
+        ),
+    ],
+)
+async def test_the_batch_functions_refuse_repeated_run_ids(
+    postgres_url: str, schema: str, admin: Any, function: str, arguments: str
 ) -> None:
-    store = await _open(postgres_url, schema, pool_size=2)
+    store = await _open(postgres_url, schema, pool_size=2)  # migrates the schema
     await store.close()
     with pytest.raises(asyncpg.RaiseError, match="distinct"):
-        await admin.fetch(
-            f'SELECT * FROM "{schema}".runstate_append_batch('  # noqa: S608
-            "ARRAY['a','a'], ARRAY[NULL,NULL]::bigint[], ARRAY['a','a'], ARRAY['e1','e2'],"
-            " ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1], ARRAY[NULL,NULL]::timestamptz[])"
-        )
+        await admin.fetch(f'SELECT * FROM "{schema}".{function}({arguments})')  # noqa: S608

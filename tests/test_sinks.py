@@ -146,6 +146,11 @@ class _NoJitter(random.Random):
         return b
 
 
+def _relay_without_jitter(store: Any, sink: Sink) -> Relay:
+    """A relay whose first retry is due in exactly 0.2 s: after its run_once has ended."""
+    return Relay(store, sink, backoff_base=0.2, rng=_NoJitter(), metrics=RelayMetrics(export=False))
+
+
 async def test_nats_down_then_back_loses_nothing(
     nats_stream: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -154,16 +159,8 @@ async def test_nats_down_then_back_loses_nothing(
     caplog.set_level(logging.DEBUG)
     down = f"nats://relay:n4ts-s3cret@127.0.0.1:{closed_port()}?subject={prefix}.x&stream={stream}"
     async with open_sink(down, connect_timeout=0.5) as sink:
-        # No jitter: each head is due again in exactly 0.2 s, after run_once has ended (with
-        # jitter a near-zero delay let run_once claim and fail the heads again).
-        relay = Relay(
-            store,
-            sink,
-            backoff_base=0.2,
-            rng=_NoJitter(),
-            metrics=RelayMetrics(export=False),
-        )
-        report = await relay.run_once()
+        # With jitter, a near-zero delay let run_once claim and fail the heads again.
+        report = await _relay_without_jitter(store, sink).run_once()
     assert report.delivered == 0
     assert report.retried == 2  # the head of each run; the rest waits behind it
     assert "n4ts-s3cret" not in caplog.text
@@ -342,13 +339,7 @@ async def test_webhook_retry_then_delivered_and_4xx_dead(receiver: Receiver) -> 
     store = await seeded_store(runs=1, events=2)
     receiver.statuses = [500]
     async with open_sink(f"http://127.0.0.1:{receiver.port}/") as sink:
-        relay = Relay(
-            store,
-            sink,
-            backoff_base=0.2,
-            rng=_NoJitter(),
-            metrics=RelayMetrics(export=False),
-        )
+        relay = _relay_without_jitter(store, sink)
         first = await relay.run_once()
         assert (first.retried, first.delivered) == (1, 0)
         await asyncio.sleep(0.25)

@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from .._migrations import load_sql
@@ -30,7 +30,7 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
-from ._common import is_same_bootstrap, unique_first_event_ids
+from ._common import is_same_bootstrap, persisted_event, unique_first_event_ids
 from ._sqlite_conn import from_us, to_us
 
 T = TypeVar("T")
@@ -167,21 +167,9 @@ def _insert_events(
             continue
         seq += 1
         position = cursor.lastrowid
+        assert position is not None  # a row was inserted
         execute(_INSERT_OUTBOX, (position, run_id, seq))
-        appended.append(
-            new_persisted_event(
-                run_id,
-                seq,
-                position,
-                event.type,
-                # The validated private copy equals the stored JSON read back.
-                item.payload,
-                event.event_id,
-                event.schema_version,
-                None if occurred_at is None else occurred_at.astimezone(UTC),
-                recorded_at,
-            )
-        )
+        appended.append(persisted_event(item, run_id, seq, position, recorded_at))
     return tuple(appended), duplicates
 
 

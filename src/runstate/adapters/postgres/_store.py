@@ -38,8 +38,8 @@ from ...types import (
     RunMetadata,
     RunSummary,
     new_append_result,
-    new_persisted_event,
 )
+from .._common import persisted_event
 from . import _catalog, _outbox
 from ._batch import AppendBatchCodec, BootstrapBatchCodec, WriteBatcher
 from ._config import PostgresConfig, quote_ident
@@ -472,22 +472,8 @@ def _append_result(
         for offset, (index, position) in enumerate(
             zip(appended_indexes, stored_positions, strict=True)
         ):
-            item = events[index]
-            event = item.event
-            occurred_at = event.occurred_at
             appended.append(
-                new_persisted_event(
-                    run_id,
-                    first_seq + offset,
-                    position,
-                    event.type,
-                    # The validated private copy equals the stored JSON read back.
-                    item.payload,
-                    event.event_id,
-                    event.schema_version,
-                    None if occurred_at is None else occurred_at.astimezone(UTC),
-                    recorded,
-                )
+                persisted_event(events[index], run_id, first_seq + offset, position, recorded)
             )
     if len(appended_indexes) == len(events):
         deduplicated: tuple[str, ...] = ()
