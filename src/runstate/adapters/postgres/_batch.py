@@ -7,15 +7,17 @@ gets its own statement at once), then the waiting writes go out together, spread
 ``max_in_flight`` statements (one round trip, one transaction, one commit each). A write whose
 caller is cancelled before its statement goes out is dropped, so nothing of it is written.
 
-Each item keeps its own outcome: the write functions report "already exists", "not found" and
-"conflict" as codes and write nothing for them, so one item's refusal never touches another's
-rows. A statement that fails (a lost connection, say)
-fails every item in it with its own ``StoreUnavailable``, exactly as a single write would.
+A statement carries one write per run: ``runstate_bootstrap_batch`` and
+``runstate_append_batch`` write the whole batch set-based (one INSERT per table). A second
+write to a run waits, in call order, for a later statement. Each item keeps its own outcome:
+the functions report "already exists", "not found" and "conflict" per run and write nothing
+for those runs, so one item's refusal never touches another's rows. A statement that fails (a
+lost connection, say) fails every item in it with its own ``StoreUnavailable``, exactly as a
+single write would.
 
 Deadlocks are impossible by construction:
 
-- items are sorted by run id (stably, so appends to one run keep their order), so
-  every statement takes run row locks in one global order;
+- items are sorted by run id, and the functions lock run rows in that order;
 - every statement first takes the schema's shared advisory lock, before any row lock. A relay
   registering as a watcher takes that lock exclusively; a writer waiting behind it holds nothing
   yet, so the relay never waits, even indirectly, for a writer that waits for it.
@@ -24,40 +26,12 @@ Deadlocks are impossible by construction:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from functools import lru_cache
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ...errors import StoreUnavailable
 
 Runner = Callable[[str, Callable[[Any], Awaitable[list[Any]]]], Awaitable[list[Any]]]
-
-_LOCK_FIRST = (
-    "SELECT -1 AS i{columns} FROM (SELECT pg_advisory_xact_lock_shared("
-    "hashtextextended('runstate.outbox.' || current_schema(), 0))::text AS l OFFSET 0) AS lk"
-    " WHERE lk.l = 'never'"
-)
-
-
-@lru_cache(maxsize=128)
-def batch_sql(function: str, columns: tuple[str, ...], arity: int, size: int) -> str:
-    """The statement that calls ``function`` for ``size`` items, lock first, in item order.
-
-    A UNION ALL runs its branches one after another, in order: the lock branch, then the items.
-    ``function`` and ``columns`` are runstate's own constants, never user input.
-    """
-    output_columns = ", ".join(columns)
-    # The first branch names the result columns; its NULLs take the types of the others.
-    null_columns = "".join(f", NULL AS {column}" for column in columns)
-    branches = [_LOCK_FIRST.format(columns=null_columns)]
-    for branch_index in range(size):
-        first = branch_index * arity
-        placeholders = ", ".join(f"${first + n}" for n in range(1, arity + 1))
-        branches.append(
-            f"SELECT {branch_index} AS i, {output_columns} FROM {function}({placeholders})"  # noqa: S608
-        )
-    return " UNION ALL ".join(branches)
-
 
 Item = tuple[str, tuple[Any, ...], "asyncio.Future[Any]"]
 
@@ -73,27 +47,6 @@ class BatchCodec(Protocol):
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """One result row (or ``None`` when missing) per item, in the items' order."""
-
-
-class PerItemCodec:
-    """Calls the write function once per item, as branches of one UNION ALL (``batch_sql``)."""
-
-    repeats_run_ids = True
-
-    def __init__(self, function: str, columns: Sequence[str], arity: int) -> None:
-        self._function = function
-        self._columns = tuple(columns)
-        self._arity = arity
-
-    def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
-        """The UNION ALL statement and the items' arguments, flattened."""
-        sql = batch_sql(self._function, self._columns, self._arity, len(items))
-        return sql, [value for args in items for value in args]
-
-    def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
-        """The rows by their ``i`` column."""
-        by_item = {row["i"]: row for row in rows}
-        return [by_item.get(index) for index in range(len(items))]
 
 
 _BOOTSTRAP_BATCH_SQL = (
