@@ -37,10 +37,10 @@ Item = tuple[str, tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 class BatchCodec(Protocol):
-    """How one kind of write goes out as a statement, and how its rows come back."""
+    """How one kind of write goes out as a statement, and how its rows come back.
 
-    #: Whether one statement may carry several items of one run id.
-    repeats_run_ids: bool
+    A statement carries at most one item per run id, sorted by run id.
+    """
 
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The SQL and its arguments for the items' argument tuples, in this order."""
@@ -63,15 +63,13 @@ class BootstrapBatchCodec:
     the event ids, types, payloads (JSON text), schema versions and occurred_at, as lists.
     """
 
-    repeats_run_ids = False
-
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The call and its 17 arrays: one element per run, then one per event."""
         runs: list[list[Any]] = [[] for _ in range(10)]
         events: list[list[Any]] = [[] for _ in range(7)]
         for item in items:
             run_id = item[0]
-            for column, value in zip(runs, item[:9], strict=False):
+            for column, value in zip(runs[:9], item[:9], strict=True):
                 column.append(value)
             event_ids = item[9]
             runs[9].append(len(event_ids))
@@ -126,8 +124,6 @@ class AppendBatchCodec:
     An item's arguments are ``runstate_append``'s: run id, expected_seq, then the candidate
     event ids, types, payloads (JSON text), schema versions and occurred_at, as lists.
     """
-
-    repeats_run_ids = False
 
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The call and its 8 arrays: one element per run, then one per candidate event."""
@@ -224,10 +220,6 @@ class WriteBatcher:
             task.add_done_callback(self._tasks.discard)
 
     def _take(self, size: int) -> list[Item]:
-        if self._codec.repeats_run_ids:
-            taken = self._pending[:size]
-            del self._pending[:size]
-            return taken
         # One item per run id per statement; a later one for the same run waits (in order)
         # for a later statement.
         batch: list[Item] = []
