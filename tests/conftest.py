@@ -103,6 +103,31 @@ async def nats_stream() -> AsyncIterator[tuple[str, str]]:
         await nc.close()
 
 
+@pytest.fixture
+async def rabbitmq_exchange() -> AsyncIterator[tuple[str, Any]]:
+    """A durable topic exchange with a unique name and an exclusive queue bound to all of it.
+
+    Yields the exchange name and the aio-pika queue; both are deleted after the test.
+    """
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    import aio_pika
+
+    exchange_name = f"rs-test-{uuid.uuid4().hex[:12]}"
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="#")
+        yield exchange_name, queue
+        await queue.delete(if_unused=False, if_empty=False)
+        await exchange.delete()
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path

@@ -169,40 +169,29 @@ async def test_nats_outage_mid_stream_loses_nothing_and_keeps_order(
     check_delivery(received, expected, exactly_once=True)
 
 
-async def test_rabbitmq_outage_mid_stream_loses_nothing_and_keeps_order() -> None:
-    require_service("RabbitMQ", "127.0.0.1", 5672)
+async def test_rabbitmq_outage_mid_stream_loses_nothing_and_keeps_order(
+    rabbitmq_exchange: tuple[str, Any],
+) -> None:
     import aio_pika
 
-    exchange_name = f"rs-fault-{uuid.uuid4().hex[:12]}"
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+    exchange_name, queue = rabbitmq_exchange
+    async with TcpProxy("127.0.0.1", 5672) as proxy:
+        url = (
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+            f"?exchange={exchange_name}&routing_key=runs.{{workflow}}&timeout=2"
         )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key="#")
-        async with TcpProxy("127.0.0.1", 5672) as proxy:
-            url = (
-                f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
-                f"?exchange={exchange_name}&routing_key=runs.{{workflow}}&timeout=2"
-            )
-            expected = await _stream_through_outage(url, proxy, runs=4, events=24, outage=1.5)
-        received = []
-        while True:
-            try:
-                message = await queue.get(timeout=2)
-            except aio_pika.exceptions.QueueEmpty:
-                break
-            await message.ack()
-            envelope = json.loads(message.body)
-            assert message.message_id == envelope["id"]
-            received.append(envelope)
-        check_delivery(received, expected)
-        await queue.delete(if_unused=False, if_empty=False)
-        await exchange.delete()
-    finally:
-        await connection.close()
+        expected = await _stream_through_outage(url, proxy, runs=4, events=24, outage=1.5)
+    received = []
+    while True:
+        try:
+            message = await queue.get(timeout=2)
+        except aio_pika.exceptions.QueueEmpty:
+            break
+        await message.ack()
+        envelope = json.loads(message.body)
+        assert message.message_id == envelope["id"]
+        received.append(envelope)
+    check_delivery(received, expected)
 
 
 # -- relays as OS processes, a flaky webhook receiver ----------------------------------------

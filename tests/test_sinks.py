@@ -179,40 +179,29 @@ async def test_nats_down_then_back_loses_nothing(
 # -- RabbitMQ ------------------------------------------------------------------------------
 
 
-async def test_rabbitmq_persistent_confirmed_messages() -> None:
-    require_service("RabbitMQ", "127.0.0.1", 5672)
+async def test_rabbitmq_persistent_confirmed_messages(
+    rabbitmq_exchange: tuple[str, Any],
+) -> None:
     import aio_pika
 
-    exchange_name = f"rs-test-{uuid.uuid4().hex[:12]}"
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key="#")
-        url = (
-            "amqp://guest:guest@127.0.0.1:5672/%2F"
-            f"?exchange={exchange_name}&routing_key=runs.{{workflow}}.{{type}}"
-        )
-        batch = sample_batch()
-        async with open_sink(url) as sink:
-            assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
-        received = []
-        for _ in batch:
-            message = await queue.get(timeout=5)
-            await message.ack()
-            received.append(message)
-        assert [m.message_id for m in received] == [r.message_id for r in batch]
-        assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in received)
-        assert all(m.content_type == "application/cloudevents+json" for m in received)
-        assert {m.routing_key for m in received} == {"runs.wf.StepStarted"}
-        assert [json.loads(m.body) for m in received] == [to_cloudevent(r) for r in batch]
-        await queue.delete(if_unused=False, if_empty=False)
-        await exchange.delete()
-    finally:
-        await connection.close()
+    exchange_name, queue = rabbitmq_exchange
+    url = (
+        "amqp://guest:guest@127.0.0.1:5672/%2F"
+        f"?exchange={exchange_name}&routing_key=runs.{{workflow}}.{{type}}"
+    )
+    batch = sample_batch()
+    async with open_sink(url) as sink:
+        assert statuses(await sink.publish(batch)) == {DeliveryStatus.DELIVERED}
+    received = []
+    for _ in batch:
+        message = await queue.get(timeout=5)
+        await message.ack()
+        received.append(message)
+    assert [m.message_id for m in received] == [r.message_id for r in batch]
+    assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in received)
+    assert all(m.content_type == "application/cloudevents+json" for m in received)
+    assert {m.routing_key for m in received} == {"runs.wf.StepStarted"}
+    assert [json.loads(m.body) for m in received] == [to_cloudevent(r) for r in batch]
 
 
 async def test_rabbitmq_down_retries_and_masks_password(caplog: pytest.LogCaptureFixture) -> None:
