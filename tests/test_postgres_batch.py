@@ -283,3 +283,78 @@ async def test_the_batch_functions_refuse_repeated_run_ids(
     await store.close()
     with pytest.raises(asyncpg.RaiseError, match="distinct"):
         await admin.fetch(f'SELECT * FROM "{schema}".{function}({arguments})')  # noqa: S608
+
+
+async def test_back_to_back_writes_keep_their_connection_and_give_it_back_when_idle(
+    postgres_url: str, schema: str
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=3)
+    try:
+        run_id = new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(run_id))
+        kept = store._kept
+        from_pool = [0]
+        original_take = kept.take
+
+        def counting_take() -> Any:
+            connection = original_take()
+            if connection is None:
+                from_pool[0] += 1
+            return connection
+
+        kept.take = counting_take  # type: ignore[method-assign]
+        for n in range(20):
+            await store.append_and_enqueue_tx(run_id, [RunEventInput(type="Step", payload={"n": n})])
+        # The bootstrap's connection may serve them all: the writers never fell idle.
+        assert from_pool[0] <= 1
+        # Idle writers hold nothing: the whole pool is free for reads again.
+        for _ in range(20):
+            if store._pool.get_idle_size() == store._pool.get_size():
+                break
+            await asyncio.sleep(0.01)
+        assert store._pool.get_idle_size() == store._pool.get_size()
+        assert [e.seq for e in await store.list_events(run_id)] == list(range(1, 22))
+    finally:
+        await store.close()
+
+
+async def test_a_kept_connection_killed_between_writes_is_replaced(
+    postgres_url: str, schema: str
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=3)
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        run_id = new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(run_id))
+
+        async def writes(count: int) -> None:
+            for n in range(count):
+                event = RunEventInput(type="Step", payload={"n": n})
+                await store.append_and_enqueue_tx(run_id, [event])
+
+        await writes(3)
+        # Keep a connection out of the pool, as a stream of writes does, then kill it.
+        connection = await store._pool.acquire()
+        store._kept.keep(connection)
+        pid = connection.get_server_pid()
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        for _ in range(100):
+            try:
+                if connection.is_closed():
+                    break
+            except asyncpg.InterfaceError:
+                break  # the pool took the lost connection back
+            await asyncio.sleep(0.01)
+        await writes(3)
+        assert [e.seq for e in await store.list_events(run_id)] == list(range(1, 8))
+    finally:
+        await admin.close()
+        await store.close()
+
+
+async def test_closing_the_store_returns_kept_connections(postgres_url: str, schema: str) -> None:
+    store = await _open(postgres_url, schema, pool_size=3)
+    connection = await store._pool.acquire()
+    assert store._kept.keep(connection)
+    await asyncio.wait_for(store.close(), 5)
+    assert store._pool._closed

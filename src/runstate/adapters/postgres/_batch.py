@@ -3,9 +3,13 @@
 With many writers the Python client, not the server, is the limit on a small machine: each
 round trip costs asyncio and asyncpg far more CPU than the write costs PostgreSQL. A write
 waits for the tasks that are ready in the same event-loop turn (one turn: a lone writer still
-gets its own statement at once), then the waiting writes go out together, spread over at most
-``max_in_flight`` statements (one round trip, one transaction, one commit each). A write whose
-caller is cancelled before its statement goes out is dropped, so nothing of it is written.
+gets its own statement at once), then the waiting writes go out together in at most
+``max_in_flight`` statements (one round trip, one transaction, one commit each). The writes
+waiting or in flight are balanced over the statements, and a batch smaller than its share
+waits while another statement is out, so statements stay full and take turns: PostgreSQL runs
+one while this process prepares the next. Back-to-back statements keep their pool connection
+(``KeptConnections``). A write whose caller is cancelled before its statement goes out is
+dropped, so nothing of it is written.
 
 A statement carries one write per run: ``runstate_bootstrap_batch`` and
 ``runstate_append_batch`` write the whole batch set-based (one INSERT per table). A second
@@ -26,8 +30,11 @@ Deadlocks are impossible by construction:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+import asyncpg
 
 from ...errors import StoreUnavailable
 
@@ -174,14 +181,17 @@ class WriteBatcher:
         codec: BatchCodec,
         max_in_flight: int,
         max_batch: int = 32,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self._run = run
+        self._on_idle = on_idle
         self._action = action
         self._codec = codec
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._pending: list[Item] = []
         self._in_flight = 0
+        self._in_flight_items = 0
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -190,17 +200,27 @@ class WriteBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((run_id, args, future))
-        if not self._flush_scheduled:
-            # Flush after the tasks that are ready now have run: callers woken together (by
-            # the batch that just finished) then share one statement instead of the first
-            # one taking a statement of its own.
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        # Flush after the tasks that are ready now have run: callers woken together (by the
+        # batch that just finished) then share one statement instead of the first one taking
+        # a statement of its own.
+        self._schedule_flush()
         return await future
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and no statement is out."""
+        return not self._pending and not self._in_flight
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._start_batches()
+        if self.idle:
+            self._on_idle()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _start_batches(self) -> None:
         if any(future.done() for _, _, future in self._pending):
@@ -208,12 +228,17 @@ class WriteBatcher:
             # it is written and the cancellation means what it says.
             self._pending = [item for item in self._pending if not item[2].done()]
         while self._pending and self._in_flight < self._max_in_flight:
-            # Spread the waiting items over the free statements: two half batches keep two
-            # backends busy where one full batch would leave one idle.
-            free = self._max_in_flight - self._in_flight
-            size = min(self._max_batch, -(-len(self._pending) // free))
-            batch = self._take(size)
+            # Balance the writes waiting or in flight over all the statements, and hold a
+            # batch smaller than its share while another statement is out (that statement's
+            # end flushes again). Statements then stay full and take turns: the server runs
+            # one while this process builds the next, instead of both waiting for each other.
+            load = len(self._pending) + self._in_flight_items
+            share = min(self._max_batch, -(-load // self._max_in_flight))
+            if self._in_flight and len(self._pending) < share:
+                return
+            batch = self._take(share)
             self._in_flight += 1
+            self._in_flight_items += len(batch)
             task = asyncio.create_task(self._write(batch))
             # Keep a reference: the event loop holds tasks only weakly.
             self._tasks.add(task)
@@ -265,7 +290,72 @@ class WriteBatcher:
                     future.set_result(row)
         finally:
             self._in_flight -= 1
-            self._start_batches()
+            self._in_flight_items -= len(batch)
+            # Deferred like a submit: the callers just woken join the next statement.
+            self._schedule_flush()
+
+
+class KeptConnections:
+    """Pool connections the write batchers keep between back-to-back statements.
+
+    Handing a connection back to asyncpg's pool and taking it again costs the client about
+    as much CPU as sending the statement; while writes keep coming, they reuse what they
+    hold. Everything goes back to the pool as soon as the writers fall idle, and at most
+    ``limit`` connections are kept, so reads always find the rest of the pool.
+    """
+
+    def __init__(self, pool: Any, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._idle: list[Any] = []
+        self._releases: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def take(self) -> Any:
+        """A kept connection that is still open, or ``None``."""
+        while self._idle:
+            connection = self._idle.pop()
+            if _is_open(connection):
+                return connection
+            self._release_soon(connection)
+        return None
+
+    def keep(self, connection: Any) -> bool:
+        """Keep a connection that just served a write; ``False`` if it must go back."""
+        if self._closed or len(self._idle) >= self._limit:
+            return False
+        self._idle.append(connection)
+        return True
+
+    def release_all(self) -> None:
+        """Hand every kept connection back to the pool."""
+        while self._idle:
+            self._release_soon(self._idle.pop())
+
+    async def close(self) -> None:
+        """Hand everything back and keep nothing more; the pool can close afterwards."""
+        self._closed = True
+        self.release_all()
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+
+    def _release_soon(self, connection: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(connection))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, connection: Any) -> None:
+        # A broken connection is replaced by the pool; nobody waits for this outcome.
+        with contextlib.suppress(Exception):
+            await self._pool.release(connection)
+
+
+def _is_open(connection: Any) -> bool:
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:
+        # Its connection was lost and the pool took it back already.
+        return False
 
 
 def _own_copy(exc: BaseException) -> BaseException:

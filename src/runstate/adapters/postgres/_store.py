@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
 from ..._validation import (
-    CheckedEvent,
     check_append,
     check_aware_datetime,
     check_bootstrap,
@@ -37,15 +36,14 @@ from ...types import (
     RunEventPersisted,
     RunMetadata,
     RunSummary,
-    new_append_result,
 )
-from .._common import persisted_event
 from . import _catalog, _outbox
-from ._batch import AppendBatchCodec, BootstrapBatchCodec, WriteBatcher
+from ._batch import AppendBatchCodec, BootstrapBatchCodec, KeptConnections, WriteBatcher
 from ._config import PostgresConfig, quote_ident
 from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener
 from ._migrate import migrate
+from ._rows import append_result, event_arrays, first_occurrences
 
 T = TypeVar("T")
 
@@ -104,17 +102,20 @@ class PostgresStore:
         self._listener = OutboxListener(config.schema, self._connect_listener)
         # Group commit: writes that queue behind this many statements share the next one.
         in_flight = config.write_statements
+        self._kept = KeptConnections(pool, min(in_flight, config.pool_size - 1))
         self._bootstraps = WriteBatcher(
-            self._run,
+            self._run_write,
             action="bootstrap_run_tx",
             codec=BootstrapBatchCodec(),
             max_in_flight=in_flight,
+            on_idle=self._writes_idle,
         )
         self._appends = WriteBatcher(
-            self._run,
+            self._run_write,
             action="append_and_enqueue_tx",
             codec=AppendBatchCodec(),
             max_in_flight=in_flight,
+            on_idle=self._writes_idle,
         )
 
     @property
@@ -158,6 +159,7 @@ class PostgresStore:
             return
         self._closed = True
         await self._listener.close()
+        await self._kept.close()
         try:
             await asyncio.wait_for(self._pool.close(), 10.0)
         except (*DRIVER_ERRORS,):
@@ -168,18 +170,28 @@ class PostgresStore:
             raise InvalidInput("the store is closed")
 
     async def _run(
-        self, action: str, work: Callable[[Any], Awaitable[T]], *, retry: bool = False
+        self,
+        action: str,
+        work: Callable[[Any], Awaitable[T]],
+        *,
+        retry: bool = False,
+        keep: bool = False,
     ) -> T:
         """Run ``work`` on a pooled connection; reads get one retry after a lost connection."""
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             try:
-                # asyncio.timeout costs one timer; acquire(timeout=...) wraps the wait in an
-                # extra task per call.
-                async with asyncio.timeout(self._acquire_timeout):
-                    connection = await self._pool.acquire()
+                connection = self._kept.take() if keep else None
+                if connection is None:
+                    # asyncio.timeout costs one timer; acquire(timeout=...) wraps the wait in
+                    # an extra task per call.
+                    async with asyncio.timeout(self._acquire_timeout):
+                        connection = await self._pool.acquire()
+                kept = False
                 try:
-                    return await work(connection)
+                    result = await work(connection)
+                    kept = keep and self._kept.keep(connection)
+                    return result
                 except asyncpg.exceptions.InternalClientError:
                     # A client-side protocol error leaves the connection in an unknown state;
                     # the pool no longer sends the reset query that would have failed on it
@@ -189,12 +201,21 @@ class PostgresStore:
                     connection.terminate()
                     raise
                 finally:
-                    await self._release(connection)
+                    if not kept:
+                        await self._release(connection)
             except DRIVER_ERRORS as exc:
                 if attempt + 1 < attempts and is_connection_loss(exc):
                     continue
                 raise to_store_unavailable(exc, self._config.raw_url, action) from exc
         raise AssertionError("unreachable")
+
+    async def _run_write(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``_run`` for the write batchers: back-to-back statements keep their connection."""
+        return await self._run(action, work, keep=True)
+
+    def _writes_idle(self) -> None:
+        if self._bootstraps.idle and self._appends.idle:
+            self._kept.release_all()
 
     async def _release(self, connection: Any) -> None:
         # On failure the pool has already terminated the broken connection and will open a
@@ -209,7 +230,7 @@ class PostgresStore:
         self._check_open()
         checked_metadata, events = check_bootstrap(input, self._max_payload_bytes)
         metadata = checked_metadata.metadata
-        firsts = _first_occurrences(events)
+        firsts = first_occurrences(events)
         args = (
             metadata.run_id,
             metadata.workflow,
@@ -220,12 +241,12 @@ class PostgresStore:
             checked_metadata.labels_json,
             metadata.created_at,
             metadata.schema_version,
-            *_event_arrays([events[index] for index in firsts]),
+            *event_arrays([events[index] for index in firsts]),
         )
         row = await self._bootstraps.submit(metadata.run_id, args)
         if row["o_code"] == "RUN_ALREADY_EXISTS":
             raise RunAlreadyExists(metadata.run_id, same_request=row["o_same_request"])
-        return _append_result(
+        return append_result(
             metadata.run_id, events, firsts, row["o_positions"], len(firsts), row["o_recorded_at"]
         )
 
@@ -239,8 +260,8 @@ class PostgresStore:
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        firsts = _first_occurrences(checked)
-        args = (run_id, expected_seq, *_event_arrays([checked[index] for index in firsts]))
+        firsts = first_occurrences(checked)
+        args = (run_id, expected_seq, *event_arrays([checked[index] for index in firsts]))
         row = await self._appends.submit(run_id, args)
         code = row["o_code"]
         if code == "RUN_NOT_FOUND":
@@ -252,7 +273,7 @@ class PostgresStore:
             )
         # o_appended numbers the candidates we sent (1-based); map them back to the call.
         appended = [firsts[index - 1] for index in row["o_appended"]]
-        return _append_result(
+        return append_result(
             run_id, checked, appended, row["o_positions"], row["o_last_seq"], row["o_recorded_at"]
         )
 
@@ -428,62 +449,6 @@ class PostgresStore:
         self._check_open()
         with translated(self._config.raw_url, "wait_for_outbox"):
             await self._listener.wait(timeout)
-
-
-def _event_arrays(
-    events: list[CheckedEvent],
-) -> tuple[list[str], list[str], list[str], list[int], list[datetime | None]]:
-    return (
-        [item.event.event_id for item in events],
-        [item.event.type for item in events],
-        [item.payload_json for item in events],
-        [item.event.schema_version for item in events],
-        [item.event.occurred_at for item in events],
-    )
-
-
-def _first_occurrences(events: list[CheckedEvent]) -> list[int]:
-    """Indexes (0-based, in call order) of the first event with each event id."""
-    seen: set[str] = set()
-    firsts: list[int] = []
-    for index, item in enumerate(events):
-        event_id = item.event.event_id
-        if event_id not in seen:
-            seen.add(event_id)
-            firsts.append(index)
-    return firsts
-
-
-def _append_result(
-    run_id: str,
-    events: list[CheckedEvent],
-    appended_indexes: list[int],
-    positions: Sequence[int] | None,
-    last_seq: int,
-    recorded_at: datetime | None,
-) -> AppendResult:
-    """Build the result; ``appended_indexes`` are 0-based indexes into ``events``."""
-    stored_positions: list[int] = list(positions or ())
-    first_seq = last_seq - len(appended_indexes) + 1
-    appended = []
-    if appended_indexes:
-        assert recorded_at is not None
-        recorded = recorded_at.astimezone(UTC)
-        for offset, (index, position) in enumerate(
-            zip(appended_indexes, stored_positions, strict=True)
-        ):
-            appended.append(
-                persisted_event(events[index], run_id, first_seq + offset, position, recorded)
-            )
-    if len(appended_indexes) == len(events):
-        deduplicated: tuple[str, ...] = ()
-    else:
-        kept = set(appended_indexes)
-        deduplicated = tuple(
-            item.event.event_id for index, item in enumerate(events) if index not in kept
-        )
-    result: AppendResult = new_append_result(run_id, tuple(appended), deduplicated, last_seq)
-    return result
 
 
 def _check_ids(outbox_ids: object) -> list[int]:

@@ -1,0 +1,146 @@
+"""The group-commit scheduler on its own: when statements go out, and how many items each takes.
+
+The statements here go to a scripted runner that finishes each one when the test says so, so
+the order of events is exact. The PostgreSQL tests run the same scheduler against the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from runstate.adapters.postgres._batch import WriteBatcher
+
+
+class EchoCodec:
+    """Each item's result is its own argument tuple."""
+
+    def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        return "echo", list(items)
+
+    def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
+        return list(rows)
+
+
+class ScriptedServer:
+    """Runs statements only when ``finish`` is called; records what each one carried."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+        self._gates: list[asyncio.Future[None]] = []
+
+    async def run(self, action: str, work: Any) -> list[Any]:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates.append(gate)
+        connection = self
+        result: list[Any] = await work(connection)
+        return result
+
+    async def fetch(self, sql: str, *values: Any) -> list[Any]:
+        self.sent.append([value[0] for value in values])
+        await self._gates[len(self.sent) - 1]
+        return list(values)
+
+    def finish(self, index: int) -> None:
+        self._gates[index].set_result(None)
+
+
+async def _turns(count: int = 5) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def _batcher(server: ScriptedServer, statements: int) -> WriteBatcher:
+    return WriteBatcher(server.run, action="test", codec=EchoCodec(), max_in_flight=statements)
+
+
+async def test_writes_ready_together_share_one_statement() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=1)
+    calls = [asyncio.ensure_future(batcher.submit(f"run-{n}", (f"run-{n}",))) for n in range(6)]
+    await _turns()
+    assert server.sent == [[f"run-{n}" for n in range(6)]]
+    server.finish(0)
+    assert await asyncio.gather(*calls) == [(f"run-{n}",) for n in range(6)]
+    assert batcher.idle
+
+
+async def test_the_load_is_balanced_over_the_statements() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=2)
+    calls = [asyncio.ensure_future(batcher.submit(f"run-{n}", (f"run-{n}",))) for n in range(8)]
+    await _turns()
+    assert [len(sent) for sent in server.sent] == [4, 4]
+    server.finish(0)
+    server.finish(1)
+    await asyncio.gather(*calls)
+
+
+async def test_a_small_batch_waits_while_another_statement_is_out() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=2)
+    first = [asyncio.ensure_future(batcher.submit(f"a-{n}", (f"a-{n}",))) for n in range(8)]
+    await _turns()
+    assert [len(sent) for sent in server.sent] == [4, 4]
+    server.finish(0)
+    await asyncio.gather(*first[:4])
+    # One write arrives while four are still out: a statement of its own would go out a
+    # quarter full, so it waits for company.
+    late = asyncio.ensure_future(batcher.submit("late", ("late",)))
+    await _turns()
+    assert len(server.sent) == 2
+    again = [asyncio.ensure_future(batcher.submit(f"b-{n}", (f"b-{n}",))) for n in range(3)]
+    await _turns()
+    assert sorted(server.sent[2]) == ["b-0", "b-1", "b-2", "late"]
+    server.finish(1)
+    server.finish(2)
+    await asyncio.gather(late, *again, *first[4:])
+    assert batcher.idle
+
+
+async def test_a_held_write_goes_out_when_the_other_statement_ends() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=2)
+    first = [asyncio.ensure_future(batcher.submit(f"a-{n}", (f"a-{n}",))) for n in range(4)]
+    await _turns()
+    assert [len(sent) for sent in server.sent] == [2, 2]
+    server.finish(0)
+    await asyncio.gather(*first[:2])
+    late = asyncio.ensure_future(batcher.submit("late", ("late",)))
+    await _turns()
+    assert len(server.sent) == 2
+    server.finish(1)
+    await asyncio.gather(*first[2:])
+    await _turns()
+    assert server.sent[2] == ["late"]
+    server.finish(2)
+    assert await late == ("late",)
+
+
+async def test_a_lone_write_goes_out_at_once_when_nothing_else_is_out() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=4)
+    call = asyncio.ensure_future(batcher.submit("only", ("only",)))
+    await _turns()
+    assert server.sent == [["only"]]
+    server.finish(0)
+    assert await call == ("only",)
+
+
+async def test_the_writers_report_idle_once_nothing_waits_or_runs() -> None:
+    server = ScriptedServer()
+    idle_reports: list[bool] = []
+    batcher = WriteBatcher(
+        server.run,
+        action="test",
+        codec=EchoCodec(),
+        max_in_flight=1,
+        on_idle=lambda: idle_reports.append(True),
+    )
+    call = asyncio.ensure_future(batcher.submit("run", ("run",)))
+    await _turns()
+    assert idle_reports == []
+    server.finish(0)
+    await call
+    await _turns()
+    assert idle_reports == [True]
