@@ -304,7 +304,9 @@ async def test_back_to_back_writes_keep_their_connection_and_give_it_back_when_i
 
         kept.take = counting_take  # type: ignore[method-assign]
         for n in range(20):
-            await store.append_and_enqueue_tx(run_id, [RunEventInput(type="Step", payload={"n": n})])
+            await store.append_and_enqueue_tx(
+                run_id, [RunEventInput(type="Step", payload={"n": n})]
+            )
         # The bootstrap's connection may serve them all: the writers never fell idle.
         assert from_pool[0] <= 1
         # Idle writers hold nothing: the whole pool is free for reads again.
