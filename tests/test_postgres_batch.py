@@ -24,8 +24,10 @@ from runstate.testing.contract import bootstrap_input, new_run_id
 pytestmark = pytest.mark.postgres
 
 
-async def _open(postgres_url: str, schema: str, pool_size: int) -> PostgresStore:
-    store = await open_store(postgres_url, schema=schema, pool_size=pool_size)
+async def _open(
+    postgres_url: str, schema: str, pool_size: int, **options: Any
+) -> PostgresStore:
+    store = await open_store(postgres_url, schema=schema, pool_size=pool_size, **options)
     assert isinstance(store, PostgresStore)
     return store
 
@@ -71,8 +73,11 @@ async def test_concurrent_bootstraps_share_statements_and_keep_their_outcomes(
         await store.close()
 
 
-async def test_batched_appends_to_one_run_keep_call_order(postgres_url: str, schema: str) -> None:
-    store = await _open(postgres_url, schema, pool_size=4)
+@pytest.mark.parametrize("statements", [1, 3])
+async def test_batched_appends_to_one_run_keep_call_order(
+    postgres_url: str, schema: str, statements: int
+) -> None:
+    store = await _open(postgres_url, schema, pool_size=4, write_statements=statements)
     try:
         run_id = new_run_id()
         await store.bootstrap_run_tx(bootstrap_input(run_id))

@@ -144,3 +144,19 @@ async def test_the_writers_report_idle_once_nothing_waits_or_runs() -> None:
     await call
     await _turns()
     assert idle_reports == [True]
+
+
+async def test_a_run_is_never_in_two_statements_at_once() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=2)
+    first = asyncio.ensure_future(batcher.submit("run", ("run", 1)))
+    second = asyncio.ensure_future(batcher.submit("run", ("run", 2)))
+    await _turns()
+    # A free statement is no reason to write the run's next event before its first commits.
+    assert server.sent == [["run"]]
+    server.finish(0)
+    assert await first == ("run", 1)
+    await _turns()
+    assert server.sent == [["run"], ["run"]]
+    server.finish(1)
+    assert await second == ("run", 2)

@@ -192,6 +192,7 @@ class WriteBatcher:
         self._pending: list[Item] = []
         self._in_flight = 0
         self._in_flight_items = 0
+        self._runs_in_flight: set[str] = set()
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -237,6 +238,8 @@ class WriteBatcher:
             if self._in_flight and len(self._pending) < share:
                 return
             batch = self._take(share)
+            if not batch:
+                return  # everything waiting is for runs that statements are writing now
             self._in_flight += 1
             self._in_flight_items += len(batch)
             task = asyncio.create_task(self._write(batch))
@@ -245,14 +248,15 @@ class WriteBatcher:
             task.add_done_callback(self._tasks.discard)
 
     def _take(self, size: int) -> list[Item]:
-        # One item per run id per statement; a later one for the same run waits (in order)
-        # for a later statement.
+        # One item per run id per statement, and none for a run another statement is still
+        # writing: a later write to a run waits (in call order) for a later statement, so
+        # concurrent statements can never commit one run's writes out of order.
         batch: list[Item] = []
         rest: list[Item] = []
-        seen: set[str] = set()
+        taken = self._runs_in_flight
         for item in self._pending:
-            if len(batch) < size and item[0] not in seen:
-                seen.add(item[0])
+            if len(batch) < size and item[0] not in taken:
+                taken.add(item[0])
                 batch.append(item)
             else:
                 rest.append(item)
@@ -291,6 +295,7 @@ class WriteBatcher:
         finally:
             self._in_flight -= 1
             self._in_flight_items -= len(batch)
+            self._runs_in_flight.difference_update(item[0] for item in batch)
             # Deferred like a submit: the callers just woken join the next statement.
             self._schedule_flush()
 
