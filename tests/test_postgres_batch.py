@@ -24,9 +24,7 @@ from runstate.testing.contract import bootstrap_input, new_run_id
 pytestmark = pytest.mark.postgres
 
 
-async def _open(
-    postgres_url: str, schema: str, pool_size: int, **options: Any
-) -> PostgresStore:
+async def _open(postgres_url: str, schema: str, pool_size: int, **options: Any) -> PostgresStore:
     store = await open_store(postgres_url, schema=schema, pool_size=pool_size, **options)
     assert isinstance(store, PostgresStore)
     return store
