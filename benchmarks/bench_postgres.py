@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._report import settle_inputs
 from runstate import RunBootstrapInput, RunEventInput, RunMetadata, open_store
 from runstate.adapters.postgres import PostgresStore, migrate
+from runstate.adapters.postgres._config import default_write_statements
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -432,6 +433,8 @@ def _print_table(results: dict[str, list[float]], levels: list[int], args: Any) 
         "(py µs/op: CPU time of runstate's Python client per operation, taken from the same "
         "cores as the server)"
     )
+    statements = ", ".join(f"{level}: {default_write_statements(level)}" for level in levels)
+    print(f"(runstate: pool_size = conc, default write_statements by conc: {statements})")
     for op in ("bootstrap", "append"):
         for level in levels:
             ours = med.get(f"empty/runstate/{op}/{level}", float("nan"))

@@ -82,6 +82,11 @@ class PostgresConfig:
     write_statements: int
 
 
+def default_write_statements(pool_size: int) -> int:
+    """Concurrent write statements per kind for a pool: one per 16 connections, 1 to 4."""
+    return min(MAX_DEFAULT_WRITE_STATEMENTS, max(1, pool_size // CONNECTIONS_PER_WRITE_STATEMENT))
+
+
 def check_schema_name(value: object) -> str:
     """Refuse schema names that are not plain lower-case identifiers (no quoting surprises)."""
     if not isinstance(value, str) or not _SCHEMA_NAME.match(value):
@@ -127,10 +132,7 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
         max_payload = _int(max_payload, "max_payload_bytes", minimum=1)
     command_timeout = merged.get("command_timeout", DEFAULT_COMMAND_TIMEOUT)
     write_statements = _int(
-        merged.get(
-            "write_statements",
-            min(MAX_DEFAULT_WRITE_STATEMENTS, max(1, pool_size // CONNECTIONS_PER_WRITE_STATEMENT)),
-        ),
+        merged.get("write_statements", default_write_statements(pool_size)),
         "write_statements",
         minimum=1,
     )
