@@ -305,8 +305,9 @@ class KeptConnections:
 
     Handing a connection back to asyncpg's pool and taking it again costs the client more
     CPU than a small statement's whole round trip (about 120 µs against 60 here); while
-    writes keep coming, they reuse what they hold. Everything goes back to the pool as soon as the writers fall idle, and at most
-    ``limit`` connections are kept, so reads always find the rest of the pool.
+    writes keep coming, they reuse what they hold. Everything goes back to the pool as soon
+    as the writers fall idle, and at most ``limit`` connections are kept, so reads always
+    find the rest of the pool.
     """
 
     def __init__(self, pool: Any, limit: int) -> None:
