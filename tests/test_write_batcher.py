@@ -30,15 +30,14 @@ class ScriptedServer:
         self._gates: list[asyncio.Future[None]] = []
 
     async def run(self, action: str, work: Any) -> list[Any]:
-        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._gates.append(gate)
-        connection = self
-        result: list[Any] = await work(connection)
+        result: list[Any] = await work(self)  # this object is the connection too
         return result
 
     async def fetch(self, sql: str, *values: Any) -> list[Any]:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates.append(gate)
         self.sent.append([value[0] for value in values])
-        await self._gates[len(self.sent) - 1]
+        await gate
         return list(values)
 
     def finish(self, index: int) -> None:

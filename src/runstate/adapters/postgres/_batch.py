@@ -346,12 +346,14 @@ class KeptConnections:
             await asyncio.gather(*self._releases, return_exceptions=True)
 
     def _release_soon(self, connection: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(connection))
+        task = asyncio.get_running_loop().create_task(self.release(connection))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def _release(self, connection: Any) -> None:
-        # A broken connection is replaced by the pool; nobody waits for this outcome.
+    async def release(self, connection: Any) -> None:
+        """Hand one connection back to the pool at once, kept or not."""
+        # On failure the pool has already terminated the broken connection and will open a
+        # new one; the caller's own outcome (result or error) is what matters.
         with contextlib.suppress(Exception):
             await self._pool.release(connection)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -202,7 +201,7 @@ class PostgresStore:
                     raise
                 finally:
                     if not kept:
-                        await self._release(connection)
+                        await self._kept.release(connection)
             except DRIVER_ERRORS as exc:
                 if attempt + 1 < attempts and is_connection_loss(exc):
                     continue
@@ -216,12 +215,6 @@ class PostgresStore:
     def _writes_idle(self) -> None:
         if self._bootstraps.idle and self._appends.idle:
             self._kept.release_all()
-
-    async def _release(self, connection: Any) -> None:
-        # On failure the pool has already terminated the broken connection and will open a
-        # new one; the caller's own outcome (result or error) is what matters.
-        with contextlib.suppress(Exception):
-            await self._pool.release(connection)
 
     # -- writes ------------------------------------------------------------------------
 
