@@ -86,6 +86,14 @@ async def admin(postgres_url: str) -> AsyncIterator[Any]:
         await connection.close()
 
 
+async def lock_run_row(admin: Any, schema: str, run_id: str) -> None:
+    """Lock a run's metadata row in ``admin``'s open transaction: writes to the run wait."""
+    await admin.execute(
+        f'SELECT 1 FROM "{schema}".run_metadata WHERE run_id = $1 FOR UPDATE',  # noqa: S608
+        run_id,
+    )
+
+
 @pytest.fixture
 async def nats_stream() -> AsyncIterator[tuple[str, str]]:
     """A unique JetStream stream name and subject prefix, deleted after the test."""

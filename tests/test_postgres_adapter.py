@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import lock_run_row
 from runstate import (
     RunEventInput,
     StoreUnavailable,
@@ -64,10 +65,7 @@ async def test_backend_killed_during_append_raises_and_pool_recovers(
         await store.bootstrap_run_tx(bootstrap_input(run_id))
         # Hold the run's row so the append stops inside its transaction, then kill it there.
         async with admin.transaction():
-            await admin.execute(
-                f'SELECT 1 FROM "{schema}".run_metadata WHERE run_id = $1 FOR UPDATE',  # noqa: S608
-                run_id,
-            )
+            await lock_run_row(admin, schema, run_id)
             append = asyncio.create_task(
                 store.append_and_enqueue_tx(run_id, [RunEventInput(type="A")])
             )
@@ -179,10 +177,7 @@ async def test_pool_acquire_and_command_timeouts_are_store_unavailable(
         await store.bootstrap_run_tx(bootstrap_input(run_id))
         # A write that waits for a row lock past command_timeout.
         async with admin.transaction():
-            await admin.execute(
-                f'SELECT 1 FROM "{schema}".run_metadata WHERE run_id = $1 FOR UPDATE',  # noqa: S608
-                run_id,
-            )
+            await lock_run_row(admin, schema, run_id)
             with pytest.raises(StoreUnavailable) as caught:
                 await store.append_and_enqueue_tx(run_id, [RunEventInput(type="A")])
             assert caught.value.retryable

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from conftest import lock_run_row
 from runstate import (
     ConcurrencyConflict,
     RunAlreadyExists,
@@ -141,10 +142,7 @@ async def test_a_write_cancelled_while_it_waits_for_a_statement_is_never_sent(
         await store.bootstrap_run_tx(bootstrap_input(held))
         async with admin.transaction():
             # The only append statement waits for this row lock ...
-            await admin.execute(
-                f'SELECT 1 FROM "{schema}".run_metadata WHERE run_id = $1 FOR UPDATE',  # noqa: S608
-                held,
-            )
+            await lock_run_row(admin, schema, held)
             blocked = asyncio.ensure_future(
                 store.append_and_enqueue_tx(held, [RunEventInput(type="Step")])
             )
