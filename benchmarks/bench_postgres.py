@@ -183,7 +183,7 @@ async def runstate_cell(url: str, schema: str, op: str, concurrency: int, second
 async def relay_child(url: str, schema: str) -> None:
     """Relay the schema's outbox to a no-op sink until killed (the ``--relay`` process)."""
     from runstate.relay import Relay
-    from runstate.relay_metrics import RelayMetrics
+    from runstate.relay.metrics import RelayMetrics
     from runstate.sinks.callable import CallableSink
 
     async def ignore(_event: object) -> None:

@@ -26,9 +26,9 @@ import nats
 import nats.js.errors
 
 from runstate import OutboxStore, RunBootstrapInput, RunEventInput, RunMetadata, open_store
-from runstate.cloudevents import encode_cloudevent
 from runstate.relay import Relay
-from runstate.relay_metrics import RelayMetrics
+from runstate.relay.metrics import RelayMetrics
+from runstate.sinks.cloudevents import encode_cloudevent
 from runstate.sinks.nats import NatsSink
 
 NATS_URL = "nats://127.0.0.1:4222"

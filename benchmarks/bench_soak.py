@@ -32,7 +32,7 @@ RELAY_PROCESS = """
 import asyncio, json, sys, time
 from runstate import open_store
 from runstate.relay import Relay
-from runstate.relay_metrics import RelayMetrics
+from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import open_sink
 
 store_url, sink_url, workers, batch = sys.argv[1:5]

@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import median_rate, print_table, timed_rate, timed_rate_async
 from runstate import RunBootstrapInput, RunEventInput, RunMetadata, open_store
-from runstate._migrations import load_sql
-from runstate.adapters._sqlite_conn import to_us
-from runstate.adapters._sqlite_ops import Q
+from runstate.adapters._sql import load_sql
+from runstate.adapters.sqlite._connect import to_us
+from runstate.adapters.sqlite._queries import Q
 
 RUNS_FOR_APPENDS = 100
 Rates = tuple[float, float]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
-from runstate.cloudevents import encode_cloudevent, format_time, to_cloudevent
+from runstate.sinks.cloudevents import encode_cloudevent, format_time, to_cloudevent
 from runstate.types import OutboxRecord, RunEventPersisted
 
 

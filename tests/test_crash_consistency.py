@@ -41,7 +41,7 @@ from runstate import (
     open_store,
 )
 from runstate.relay import Relay
-from runstate.relay_metrics import RelayMetrics
+from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import CallableSink
 from runstate.store import RunCatalog
 

@@ -18,7 +18,7 @@ from runstate import (
     open_store,
     project,
 )
-from runstate.executor import RunContext, run_sync
+from runstate.engine.executor import RunContext, run_sync
 from runstate.types import JSON
 
 StoreFactory = Callable[[], Awaitable[RunStateStore]]

@@ -16,7 +16,7 @@ from runstate import (
     RunStatus,
     project,
 )
-from runstate.lifecycle import (
+from runstate.engine.lifecycle import (
     LIFECYCLE_EVENT_TYPES,
     STEP_EVENT_TYPES,
     TERMINAL_STATUSES,

@@ -25,7 +25,7 @@ from conftest import IN_CI
 from runstate import RunEventInput, StoreUnavailable, open_store
 from runstate.adapters.postgres import PostgresStore
 from runstate.relay import Relay
-from runstate.relay_metrics import RelayMetrics
+from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import CallableSink
 from runstate.testing.contract import bootstrap_input, new_run_id
 

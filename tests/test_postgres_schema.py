@@ -8,7 +8,7 @@ import pytest
 
 from conftest import drop_postgres_schema, unique_schema
 from runstate import open_store
-from runstate._migrations import latest_version, load_migrations, load_sql
+from runstate.adapters._sql import latest_version, load_migrations, load_sql
 from runstate.adapters.postgres import applied_version, migrate
 from runstate.testing.contract import bootstrap_input, new_run_id
 
@@ -63,7 +63,7 @@ async def test_migrations_and_schema_sql_produce_the_same_catalog(admin: Any) ->
         for part in want:
             assert got[part] == want[part], part
         assert got["columns"]
-        assert len(got["functions"]) == 7
+        assert len(got["functions"]) == 5
     finally:
         await drop_postgres_schema(migrated)
         await drop_postgres_schema(canonical)

@@ -22,7 +22,7 @@ from runstate import (
     UpcasterRegistry,
     project,
 )
-from runstate.projector import advance, initial_state
+from runstate.engine.projector import advance, initial_state
 from runstate.types import JSON
 
 StoreFactory = Callable[[], Awaitable[RunStateStore]]

@@ -28,7 +28,7 @@ from runstate import (
     open_store,
 )
 from runstate.relay import Relay, run_relay
-from runstate.relay_metrics import PROMETHEUS_AVAILABLE, RelayMetrics
+from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import CallableSink, DeliveryOutcome, PermanentDeliveryError
 from runstate.sinks.base import BaseSink
 
@@ -332,7 +332,6 @@ async def test_metrics_are_counted(store_factory: StoreFactory) -> None:
     assert (snap.pending, snap.dead) == (1, 1)
 
 
-@pytest.mark.skipif(not PROMETHEUS_AVAILABLE, reason="prometheus-client not installed")
 async def test_metrics_export_to_prometheus() -> None:
     import prometheus_client
 

@@ -39,7 +39,7 @@ from runstate import (
     open_store,
 )
 from runstate.relay import Relay
-from runstate.relay_metrics import RelayMetrics
+from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import open_sink
 from runstate.sinks.webhook import SIGNATURE_HEADER, verify_signature
 
@@ -215,7 +215,9 @@ class Receiver:
         try:
             await reader.readline()
             headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
+            while (line := await reader.readline()) != b"\r\n":
+                if not line:
+                    return  # the sender died mid-headers: no request arrived
                 name, _, value = line.decode("latin-1").partition(":")
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
@@ -260,7 +262,7 @@ _RELAY_PROCESS = textwrap.dedent(
     import asyncio, sys, time
     from runstate import open_store
     from runstate.relay import Relay
-    from runstate.relay_metrics import RelayMetrics
+    from runstate.relay.metrics import RelayMetrics
     from runstate.sinks import open_sink
 
     store_url, hook, secret, name, start, lease = sys.argv[1:7]

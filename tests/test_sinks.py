@@ -18,9 +18,8 @@ import pytest
 
 from conftest import require_service
 from runstate import InvalidInput, MemoryStore, RunBootstrapInput, RunEventInput, RunMetadata
-from runstate.cloudevents import to_cloudevent
 from runstate.relay import Relay
-from runstate.relay_metrics import RelayMetrics
+from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import (
     CallableSink,
     DeliveryOutcome,
@@ -30,6 +29,7 @@ from runstate.sinks import (
     open_sink,
     register_sink,
 )
+from runstate.sinks.cloudevents import to_cloudevent
 from runstate.sinks.webhook import SIGNATURE_HEADER, sign, verify_signature
 from runstate.types import OutboxRecord, RunEventPersisted
 

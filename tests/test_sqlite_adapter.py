@@ -28,10 +28,10 @@ from runstate import (
     StoreUnavailable,
     open_store,
 )
-from runstate._migrations import latest_version, load_migrations, load_sql
-from runstate.adapters import sqlite as sqlite_adapter
-from runstate.adapters._sqlite_conn import split_statements
+from runstate.adapters._sql import latest_version, load_migrations, load_sql
 from runstate.adapters.sqlite import SQLiteStore, applied_version, migrate
+from runstate.adapters.sqlite import _store as sqlite_adapter
+from runstate.adapters.sqlite._migrate import split_statements
 
 
 def url_of(path: Path) -> str:

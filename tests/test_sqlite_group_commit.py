@@ -20,14 +20,15 @@ from runstate import (
     StoreUnavailable,
     open_store,
 )
-from runstate.adapters._sqlite_conn import SQLiteOptions, Worker
 from runstate.adapters.sqlite import SQLiteStore
+from runstate.adapters.sqlite._connect import SQLiteOptions
+from runstate.adapters.sqlite._writer import ConnectionThread
 
 
 @pytest.fixture
-async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
+async def worker(tmp_path: Path) -> AsyncIterator[ConnectionThread]:
     """A writer worker on a fresh file with one scratch table."""
-    worker = Worker(SQLiteOptions(path=str(tmp_path / "group.db")), "test-worker")
+    worker = ConnectionThread(SQLiteOptions(path=str(tmp_path / "group.db")), "test-worker")
     await worker.call(lambda c: c.execute("CREATE TABLE t (v TEXT NOT NULL)"))
     try:
         yield worker
@@ -57,7 +58,9 @@ def lose_transaction(connection: sqlite3.Connection) -> None:
     raise sqlite3.OperationalError("disk I/O error (simulated)")
 
 
-async def grouped(worker: Worker, *jobs: Callable[[sqlite3.Connection], Any]) -> list[Any]:
+async def grouped(
+    worker: ConnectionThread, *jobs: Callable[[sqlite3.Connection], Any]
+) -> list[Any]:
     """Hold the worker until every job is queued, so that they run as one group."""
     gate = threading.Event()
     blocker = asyncio.create_task(worker.call(lambda c: gate.wait(5)))
@@ -68,12 +71,12 @@ async def grouped(worker: Worker, *jobs: Callable[[sqlite3.Connection], Any]) ->
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def rows(worker: Worker) -> list[str]:
+async def rows(worker: ConnectionThread) -> list[str]:
     """The scratch table's values."""
     return await worker.call(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY v")])
 
 
-async def count_transactions(worker: Worker) -> list[str]:
+async def count_transactions(worker: ConnectionThread) -> list[str]:
     """Start recording the statements that begin a transaction on the worker's connection."""
     begun: list[str] = []
 
@@ -85,7 +88,7 @@ async def count_transactions(worker: Worker) -> list[str]:
     return begun
 
 
-async def test_queued_writes_share_one_transaction(worker: Worker) -> None:
+async def test_queued_writes_share_one_transaction(worker: ConnectionThread) -> None:
     begun = await count_transactions(worker)
     outcomes = await grouped(worker, insert("a"), insert_then_fail, insert("b"))
     assert outcomes[0] == "a"
@@ -95,7 +98,7 @@ async def test_queued_writes_share_one_transaction(worker: Worker) -> None:
     assert len(begun) == 1
 
 
-async def test_a_lost_transaction_fails_every_call_of_the_group(worker: Worker) -> None:
+async def test_a_lost_transaction_fails_every_call_of_the_group(worker: ConnectionThread) -> None:
     outcomes = await grouped(worker, insert("a"), lose_transaction, insert("b"))
     assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
     assert len({id(o) for o in outcomes}) == 3  # each caller gets its own exception
@@ -105,7 +108,7 @@ async def test_a_lost_transaction_fails_every_call_of_the_group(worker: Worker) 
     assert await rows(worker) == ["c"]
 
 
-async def test_a_lone_write_needs_no_savepoint(worker: Worker) -> None:
+async def test_a_lone_write_needs_no_savepoint(worker: ConnectionThread) -> None:
     begun = await count_transactions(worker)
     assert await worker.write(insert("solo")) == "solo"
     with pytest.raises(ValueError, match="refused"):

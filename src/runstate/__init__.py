@@ -3,7 +3,7 @@
 from ._open import DEFAULT_URL, default_url, open_store, register_store_scheme
 from ._url import mask_url
 from .adapters.memory import MemoryStore
-from .engine import RunEngine
+from .engine import RunEngine, RunState, RunStatus, UpcasterRegistry, Worker, project
 from .errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -13,9 +13,6 @@ from .errors import (
     RunStateError,
     StoreUnavailable,
 )
-from .executor import Worker
-from .lifecycle import RunStatus
-from .projector import RunState, project
 from .store import OutboxStore, RunStateStore
 from .types import (
     JSON,
@@ -27,7 +24,6 @@ from .types import (
     RunEventPersisted,
     RunMetadata,
 )
-from .upcasting import UpcasterRegistry
 
 __version__ = "0.1.0"
 

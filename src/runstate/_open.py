@@ -1,15 +1,22 @@
-"""``open_store``: one entry point from a URL to a ready store, awaitable or ``async with``."""
+"""The adapter registry: URL scheme -> how to open a store and how to migrate its schema.
+
+``open_store`` is the one entry point from a URL to a ready store (awaitable or ``async with``);
+``migration_status`` is what ``runstate migrate`` runs. Built-in adapters register here like
+third-party ones do, with ``register_store_scheme``; each is imported only when first used.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from ._url import StoreUrl, parse_store_url
 from .errors import InvalidInput
-from .store import RunStateStore
+from .store import RunStateStore, SchemaMigrator
+from .types import MigrationState, MigrationStatus
 
 DEFAULT_URL = "sqlite:///./runstate.db"
 URL_ENV_VAR = "RUNSTATE_URL"
@@ -17,13 +24,16 @@ URL_ENV_VAR = "RUNSTATE_URL"
 StoreOpener = Callable[[StoreUrl, dict[str, Any]], Awaitable[RunStateStore]]
 
 
-async def _open_memory(url: StoreUrl, options: dict[str, Any]) -> RunStateStore:
-    from .adapters.memory import MemoryStore
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Scheme:
+    open: StoreOpener
+    migrator: Callable[[], SchemaMigrator | None]
 
-    allowed = {"max_payload_bytes"}
-    _refuse_unknown(url, options, allowed)
-    name = url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
-    return MemoryStore(name=name or None, **options)
+
+async def _open_memory(url: StoreUrl, options: dict[str, Any]) -> RunStateStore:
+    from .adapters.memory import open_memory_store
+
+    return await open_memory_store(url, options)
 
 
 async def _open_sqlite(url: StoreUrl, options: dict[str, Any]) -> RunStateStore:
@@ -38,22 +48,44 @@ async def _open_postgres(url: StoreUrl, options: dict[str, Any]) -> RunStateStor
     return await open_postgres_store(url, options)
 
 
-_OPENERS: dict[str, StoreOpener] = {
-    "memory": _open_memory,
-    "sqlite": _open_sqlite,
-    "postgresql": _open_postgres,
-    "postgres": _open_postgres,
+def _sqlite_migrator() -> SchemaMigrator:
+    from .adapters.sqlite import MIGRATOR
+
+    return MIGRATOR
+
+
+def _postgres_migrator() -> SchemaMigrator:
+    from .adapters.postgres import MIGRATOR
+
+    return MIGRATOR
+
+
+def _no_migrator() -> None:
+    return None
+
+
+_SCHEMES: dict[str, _Scheme] = {
+    "memory": _Scheme(open=_open_memory, migrator=_no_migrator),
+    "sqlite": _Scheme(open=_open_sqlite, migrator=_sqlite_migrator),
+    "postgresql": _Scheme(open=_open_postgres, migrator=_postgres_migrator),
+    "postgres": _Scheme(open=_open_postgres, migrator=_postgres_migrator),
 }
 
 
-def register_store_scheme(scheme: str, opener: StoreOpener) -> None:
-    """Make ``open_store`` hand URLs of ``scheme`` to ``opener`` (for third-party adapters)."""
-    _OPENERS[scheme.lower()] = opener
+def register_store_scheme(
+    scheme: str, opener: StoreOpener, *, migrator: SchemaMigrator | None = None
+) -> None:
+    """Make ``open_store`` hand URLs of ``scheme`` to ``opener`` (for third-party adapters).
+
+    With ``migrator``, ``runstate migrate`` (and ``migration_status``) read and upgrade the
+    schema of stores with that scheme; without one, they report nothing to migrate.
+    """
+    _SCHEMES[scheme.lower()] = _Scheme(open=opener, migrator=lambda: migrator)
 
 
 def supported_schemes() -> list[str]:
     """Return the URL schemes ``open_store`` understands."""
-    return sorted(_OPENERS)
+    return sorted(_SCHEMES)
 
 
 def default_url() -> str:
@@ -61,7 +93,8 @@ def default_url() -> str:
     return os.environ.get(URL_ENV_VAR) or DEFAULT_URL
 
 
-def _refuse_unknown(url: StoreUrl, options: dict[str, Any], allowed: set[str]) -> None:
+def refuse_unknown_options(url: StoreUrl, options: Mapping[str, Any], allowed: set[str]) -> None:
+    """Raise ``InvalidInput`` naming every option an adapter does not support."""
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InvalidInput(
@@ -69,6 +102,38 @@ def _refuse_unknown(url: StoreUrl, options: dict[str, Any], allowed: set[str]) -
             f"(supported: {', '.join(sorted(allowed))})",
             field="options",
         )
+
+
+def _scheme_of(parsed: StoreUrl) -> _Scheme:
+    entry = _SCHEMES.get(parsed.scheme)
+    if entry is None:
+        raise InvalidInput(
+            f"unsupported store URL scheme {parsed.scheme!r} in {parsed.masked!r}; "
+            f"supported: {', '.join(s + '://' for s in supported_schemes())}",
+            field="url",
+        )
+    return entry
+
+
+async def migration_status(url: str, *, apply: bool, **options: Any) -> MigrationStatus:
+    """Report (and with ``apply``, bring up to date) the schema of the store at ``url``."""
+    parsed = parse_store_url(url)
+    migrator = _scheme_of(parsed).migrator()
+    if migrator is None:
+        return MigrationStatus(applied_version=0, latest_version=0, migrations=())
+    before = await migrator.applied_version(parsed, options)
+    after = (await migrator.migrate(parsed, options))[1] if apply else before
+    states = []
+    for version, name in migrator.migrations():
+        if version <= before:
+            state = "applied"
+        elif version <= after:
+            state = "applied now"
+        else:
+            state = "pending"
+        states.append(MigrationState(version=version, name=name, state=state))
+    latest = max((version for version, _ in migrator.migrations()), default=0)
+    return MigrationStatus(applied_version=after, latest_version=latest, migrations=tuple(states))
 
 
 class _OpeningStore:
@@ -81,14 +146,7 @@ class _OpeningStore:
 
     async def _open(self) -> RunStateStore:
         parsed = parse_store_url(self._url)
-        opener = _OPENERS.get(parsed.scheme)
-        if opener is None:
-            raise InvalidInput(
-                f"unsupported store URL scheme {parsed.scheme!r} in {parsed.masked!r}; "
-                f"supported: {', '.join(s + '://' for s in supported_schemes())}",
-                field="url",
-            )
-        return await opener(parsed, dict(self._options))
+        return await _scheme_of(parsed).open(parsed, dict(self._options))
 
     def __await__(self) -> Generator[Any, None, RunStateStore]:
         return self._open().__await__()

@@ -115,15 +115,6 @@ def check_schema_version(value: object, field: str) -> None:
         raise InvalidInput(f"must be a positive int, got {value!r}", field=field)
 
 
-def encode_json(value: object, field: str, *, max_bytes: int | None = None) -> str:
-    """Check that ``value`` is plain JSON that round-trips exactly, and return its text."""
-    copy, bound = checked_json_copy(value, field)
-    text = _encoder.encode(copy)
-    if max_bytes is not None and bound > max_bytes:
-        _check_size(text, field, max_bytes)
-    return text
-
-
 def _check_size(text: str, field: str, max_bytes: int) -> None:
     size = len(text.encode("utf-8"))
     if size > max_bytes:
@@ -303,14 +294,80 @@ def check_run_filters(
         raise InvalidInput(f"must be a non-negative int, got {offset!r}", field="offset")
 
 
+def check_feed_limit(limit: object) -> None:
+    """Validate the ``limit`` of ``read_feed``: a non-negative int."""
+    if type(limit) is not int or limit < 0:
+        raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
+
+
 def parse_position_cursor(cursor: object, limit: object) -> int:
     """Validate a feed cursor of stores that commit in position order; return the position."""
-    check_page(0, limit)
+    check_feed_limit(limit)
     if cursor is None:
         return 0
     if type(cursor) is not str or not cursor.isdigit() or len(cursor) > 19:
         raise InvalidInput(f"not a cursor of this store: {cursor!r}", field="cursor")
     return int(cursor)
+
+
+# -- the outbox ---------------------------------------------------------------------------
+
+#: The longest lease a claim may ask for, in seconds (about 31 years).
+MAX_LEASE_SECONDS = 10**9
+#: How much of a delivery error the outbox keeps; the rest is cut.
+MAX_DELIVERY_ERROR_TEXT = 10_000
+_MAX_OUTBOX_ID = 2**63 - 1
+
+
+def check_claim(owner: object, limit: object, lease_seconds: object) -> None:
+    """Validate the arguments of ``claim_outbox_batch``; ``limit`` 0 claims nothing."""
+    check_identifier(owner, "owner")
+    if type(limit) is not int or limit < 0:
+        raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
+    if (
+        type(lease_seconds) not in (int, float) or not 0 < lease_seconds < MAX_LEASE_SECONDS  # type: ignore[operator]
+    ):
+        raise InvalidInput(
+            f"must be a positive number of seconds below {MAX_LEASE_SECONDS:,}, "
+            f"got {lease_seconds!r}",
+            field="lease_seconds",
+        )
+
+
+def check_outbox_ids(outbox_ids: object, owner: object) -> list[int]:
+    """Validate the record ids and lease owner of ``mark_delivered`` / ``release_outbox``."""
+    check_identifier(owner, "owner")
+    if isinstance(outbox_ids, (str, bytes)) or not isinstance(outbox_ids, Sequence):
+        raise InvalidInput(
+            f"must be a sequence of ints, got {type(outbox_ids).__name__}", field="outbox_ids"
+        )
+    ids = list(outbox_ids)
+    for value in ids:
+        if type(value) is not int or not 0 < value <= _MAX_OUTBOX_ID:
+            raise InvalidInput(f"must be positive 64-bit ints, got {value!r}", field="outbox_ids")
+    return ids
+
+
+def check_failure(outbox_id: object, owner: object, error: object, retry_at: object) -> str:
+    """Validate the arguments of ``mark_failed``; return the error text as the outbox keeps it.
+
+    The text is diagnostics: NUL (which no SQL text column stores) is spelled ``\\0`` and
+    anything past ``MAX_DELIVERY_ERROR_TEXT`` characters is cut, on every adapter alike.
+    """
+    check_outbox_ids([outbox_id], owner)
+    if not isinstance(error, str):
+        raise InvalidInput(f"must be a string, got {type(error).__name__}", field="error")
+    check_aware_datetime(retry_at, "retry_at", optional=True)
+    return error.replace("\x00", "\\0")[:MAX_DELIVERY_ERROR_TEXT]
+
+
+def check_wait_timeout(timeout: object) -> float:
+    """Validate the ``timeout`` of ``wait_for_outbox``: a finite number of seconds, >= 0."""
+    if type(timeout) not in (int, float) or not 0 <= timeout < MAX_LEASE_SECONDS:  # type: ignore[operator]
+        raise InvalidInput(
+            f"must be a non-negative number of seconds, got {timeout!r}", field="timeout"
+        )
+    return float(timeout)  # type: ignore[arg-type]
 
 
 def check_purge(older_than: object, limit: object) -> None:

@@ -64,6 +64,13 @@ class InvalidInput(RunStateError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+class StoreClosed(InvalidInput):
+    """The store object was closed; open a new one."""
+
+    def __init__(self, message: str = "the store is closed") -> None:
+        super().__init__(message, field="store")
+
+
 class StoreUnavailable(RunStateError):
     """The database could not be reached or was lost; ``retryable`` says whether to try again."""
 
@@ -84,3 +91,34 @@ class InvalidTransition(RunStateError):
         self.from_status = from_status
         self.event_type = event_type
         super().__init__(f"run {run_id!r}: {event_type} is not allowed from status {from_status}")
+
+
+class SinkError(RunStateError):
+    """A delivery to a sink failed; ``permanent`` failures are dead-lettered, others retried.
+
+    ``retry_after`` is the receiver's hint, in seconds, of when to try again.
+    """
+
+    code = "SINK_ERROR"
+    permanent = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class PermanentDeliveryError(SinkError):
+    """A delivery that can never succeed as it is (e.g. HTTP 400): dead-letter it."""
+
+    code = "PERMANENT_DELIVERY_ERROR"
+    permanent = True
+
+
+class RunCancelledError(RunStateError):
+    """Raised inside an executor's handler at a step boundary once its run is being cancelled."""
+
+    code = "RUN_CANCELLED"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(run_id)

@@ -1,13 +1,20 @@
-"""The interfaces every adapter implements, as ``typing.Protocol`` classes."""
+"""Every interface of runstate, as ``typing.Protocol`` classes.
+
+The store (``RunStateStore``) and what built-in adapters add to it (``OutboxStore`` for the
+relay, ``RunCatalog`` for operators and followers), the schema administration of an adapter
+(``SchemaMigrator``), and the relay's destinations (``Sink``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from ._url import StoreUrl
 from .types import (
     AppendResult,
+    DeliveryOutcome,
     FeedPage,
     OutboxRecord,
     OutboxStats,
@@ -132,4 +139,50 @@ class RunCatalog(Protocol):
 
     async def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""
+        ...
+
+
+@runtime_checkable
+class SchemaMigrator(Protocol):
+    """How ``runstate migrate`` reads and upgrades the schema of one adapter's stores.
+
+    Register one with ``register_store_scheme(scheme, opener, migrator=...)``.
+    """
+
+    def migrations(self) -> Sequence[tuple[int, str]]:
+        """The ``(version, name)`` of every migration this adapter ships, in order."""
+        ...
+
+    async def applied_version(self, url: StoreUrl, options: Mapping[str, Any]) -> int:
+        """Return the schema version of the store at ``url``; 0 if it was never migrated."""
+        ...
+
+    async def migrate(self, url: StoreUrl, options: Mapping[str, Any]) -> tuple[int, int]:
+        """Bring the store's schema up to date; return its versions before and after."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A destination the relay delivers outbox records to.
+
+    ``publish`` returns one outcome per record, in batch order. A sink must not deliver a
+    record of a run after an earlier record of that run failed in the same batch: it reports
+    such records ``SKIPPED`` (or whatever happened to them; the relay releases every record of
+    a run after the run's first failure, whatever the sink said).
+    """
+
+    name: str
+    """A label for logs and metrics, with every secret masked."""
+
+    async def open(self) -> None:
+        """Prepare connections; a broker that is down must not make this raise."""
+        ...
+
+    async def publish(self, batch: Sequence[OutboxRecord]) -> list[DeliveryOutcome]:
+        """Deliver the records and report what happened to each, in batch order."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -147,6 +148,82 @@ class OutboxStats:
     dead: int
     delivered: int
     oldest_pending_at: datetime | None
+
+
+#: Longest error text a delivery outcome keeps.
+MAX_DELIVERY_ERROR_LENGTH = 1000
+
+
+class DeliveryStatus(enum.StrEnum):
+    """What became of one record handed to a sink."""
+
+    DELIVERED = "delivered"
+    """The broker or receiver acknowledged it."""
+    RETRY = "retry"
+    """A transient failure: try again later."""
+    DEAD = "dead"
+    """A permanent failure: dead-letter it (until an operator redrives it)."""
+    SKIPPED = "skipped"
+    """Not attempted, because an earlier record of the same run failed in this batch."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryOutcome:
+    """A sink's verdict on one record; ``retry_after`` is a server hint in seconds."""
+
+    outbox_id: int
+    status: DeliveryStatus
+    error: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def delivered(cls, record: OutboxRecord) -> DeliveryOutcome:
+        """The record was acknowledged."""
+        return cls(outbox_id=record.outbox_id, status=DeliveryStatus.DELIVERED)
+
+    @classmethod
+    def retry(
+        cls, record: OutboxRecord, error: str, *, retry_after: float | None = None
+    ) -> DeliveryOutcome:
+        """The record failed transiently."""
+        return cls(
+            outbox_id=record.outbox_id,
+            status=DeliveryStatus.RETRY,
+            error=error[:MAX_DELIVERY_ERROR_LENGTH],
+            retry_after=retry_after,
+        )
+
+    @classmethod
+    def dead(cls, record: OutboxRecord, error: str) -> DeliveryOutcome:
+        """The record failed permanently."""
+        return cls(
+            outbox_id=record.outbox_id,
+            status=DeliveryStatus.DEAD,
+            error=error[:MAX_DELIVERY_ERROR_LENGTH],
+        )
+
+    @classmethod
+    def skipped(cls, record: OutboxRecord) -> DeliveryOutcome:
+        """The record was not attempted."""
+        return cls(outbox_id=record.outbox_id, status=DeliveryStatus.SKIPPED)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MigrationState:
+    """One packaged migration and whether the store has it."""
+
+    version: int
+    name: str
+    state: str  # "applied", "pending" or "applied now"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MigrationStatus:
+    """A store's schema version next to the newest one its adapter ships."""
+
+    applied_version: int
+    latest_version: int
+    migrations: tuple[MigrationState, ...]
 
 
 def _positional_constructor(cls: type[_T]) -> Callable[..., _T]:

@@ -12,21 +12,28 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from .._open import refuse_unknown_options
+from .._url import StoreUrl
 from .._validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     CheckedEvent,
     CheckedMetadata,
     check_append,
     check_bootstrap,
+    check_claim,
+    check_failure,
     check_identifier,
     check_max_payload_bytes,
+    check_outbox_ids,
     check_page,
     check_purge,
     check_run_filters,
+    check_wait_timeout,
     parse_position_cursor,
 )
-from ..errors import ConcurrencyConflict, InvalidInput, RunAlreadyExists, RunNotFound
+from ..errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
 from ..types import (
     AppendResult,
     FeedPage,
@@ -42,7 +49,7 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
-from ._common import is_same_bootstrap, unique_first_event_ids
+from ._base import StoreBase, is_same_bootstrap, unique_first_event_ids
 
 
 class _Run:
@@ -120,7 +127,14 @@ def _shared_data(name: str) -> _MemoryData:
     return data
 
 
-class MemoryStore:
+async def open_memory_store(url: StoreUrl, options: dict[str, Any]) -> MemoryStore:
+    """Open ``memory://`` (private) or ``memory://name`` (shared in-process); for ``open_store``."""
+    refuse_unknown_options(url, options, {"max_payload_bytes"})
+    name = url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+    return MemoryStore(name=name or None, **options)
+
+
+class MemoryStore(StoreBase):
     """A ``RunStateStore`` and ``OutboxStore`` kept in process memory.
 
     ``MemoryStore()`` (``memory://``) is private to its object; ``MemoryStore(name="x")``
@@ -135,21 +149,9 @@ class MemoryStore:
         self.name = name
         self._data = _MemoryData() if name is None else _shared_data(name)
         self._runs = self._data.runs
-        self._closed = False
 
-    async def __aenter__(self) -> MemoryStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Mark this handle closed; the data goes when no handle references it."""
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidInput("the store is closed")
+    async def _close(self) -> None:
+        """Nothing to release: the data goes when no handle references it."""
 
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
@@ -289,7 +291,7 @@ class MemoryStore:
     ) -> list[OutboxRecord]:
         """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
         self._check_open()
-        check_identifier(owner, "owner")
+        check_claim(owner, limit, lease_seconds)
         data = self._data
         now = utc_now()
         expires = now + timedelta(seconds=lease_seconds)
@@ -333,11 +335,12 @@ class MemoryStore:
     async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
+        ids = check_outbox_ids(outbox_ids, owner)
         data = self._data
         done = 0
         touched: set[str] = set()
         delivered_at = utc_now()
-        for outbox_id in outbox_ids:
+        for outbox_id in ids:
             if self._owned(outbox_id, owner) is None:
                 continue
             del data.deliveries[outbox_id]
@@ -355,11 +358,12 @@ class MemoryStore:
     ) -> None:
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
+        text = check_failure(outbox_id, owner, error, retry_at)
         delivery = self._owned(outbox_id, owner)
         if delivery is None:
             return
         delivery.attempts += 1
-        delivery.last_error = error
+        delivery.last_error = text
         delivery.lease_owner = None
         delivery.lease_expires_at = None
         if retry_at is None:
@@ -370,7 +374,7 @@ class MemoryStore:
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
-        for outbox_id in outbox_ids:
+        for outbox_id in check_outbox_ids(outbox_ids, owner):
             delivery = self._owned(outbox_id, owner)
             if delivery is not None:
                 delivery.lease_owner = None
@@ -380,6 +384,7 @@ class MemoryStore:
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""
         self._check_open()
+        check_identifier(run_id, "run_id", optional=True)
         data = self._data
         count = 0
         for outbox_id, delivery in data.deliveries.items():
@@ -431,6 +436,8 @@ class MemoryStore:
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""
+        self._check_open()
+        timeout = check_wait_timeout(timeout)
         waiter = asyncio.Event()
         self._data.waiters.add(waiter)
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import statistics
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -25,15 +24,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .._open import open_store
 from .._url import mask_url
-from ..engine import RunEngine
+from ..engine import RunContext, RunEngine, RunStatus, Worker, project, run_sync
+from ..engine.lifecycle import TERMINAL_STATUSES
 from ..errors import InvalidTransition
-from ..executor import RunContext, Worker, run_sync
-from ..lifecycle import TERMINAL_STATUSES, RunStatus
-from ..projector import project
-from ..relay import Relay
-from ..sinks import BaseSink, DeliveryOutcome, DeliveryStatus, Sink, create_sink
-from ..store import OutboxStore, RunStateStore
-from ..types import JSON, OutboxRecord, RunMetadata, utc_now
+from ..relay import Relay, percentile
+from ..sinks import BaseSink, create_sink
+from ..store import OutboxStore, RunStateStore, Sink
+from ..types import JSON, DeliveryOutcome, DeliveryStatus, OutboxRecord, RunMetadata, utc_now
 
 TERMINAL_EVENT_TYPES = {"RunSucceeded", "RunFailed", "RunCancelled", "RunTimedOut"}
 PLANS: list[tuple[str, float]] = [
@@ -315,20 +312,16 @@ async def _check(
         events_written=written,
         events_delivered=log.delivered,
         seconds=seconds,
-        latency_p50_ms=_percentile(latencies, 0.50),
-        latency_p99_ms=_percentile(latencies, 0.99),
+        latency_p50_ms=_milliseconds(percentile(latencies, 0.50)),
+        latency_p99_ms=_milliseconds(percentile(latencies, 0.99)),
         problems=problems,
         store_url=mask_url(url),
         sink_url=mask_url(sink_url),
     )
 
 
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    if len(sorted_values) == 1:
-        return sorted_values[0] * 1000
-    return statistics.quantiles(sorted_values, n=100, method="inclusive")[int(q * 100) - 1] * 1000
+def _milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
 
 
 def _file_path(sink_url: str) -> Path | None:

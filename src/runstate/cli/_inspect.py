@@ -9,9 +9,8 @@ import typer
 from rich.table import Table
 
 from .._open import open_store
+from ..engine import RunStatus, project
 from ..errors import InvalidInput, RunNotFound
-from ..lifecycle import RunStatus
-from ..projector import project
 from ..store import OutboxStore, RunCatalog, RunStateStore
 from ..types import RunEventPersisted
 from ._common import (

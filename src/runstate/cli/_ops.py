@@ -147,7 +147,7 @@ async def migrate_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Apply the schema migrations (or, with --status, show them)."""
-    from .._admin import migration_status
+    from .._open import migration_status
 
     status = await migration_status(url, apply=not status_only)
     if as_json:

@@ -1,115 +1,42 @@
-"""What every sink implements, the per-record outcome it reports, and shared helpers."""
+"""What sinks share: ``BaseSink``, per-run publishing, URL options, subject templates.
+
+The ``Sink`` protocol lives in ``runstate.store`` with every other interface, and the outcome
+and error types in ``runstate.types`` and ``runstate.errors``; they are re-exported here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .._url import mask_secret, mask_url
-from ..errors import InvalidInput
-from ..types import OutboxRecord
+from ..errors import InvalidInput, PermanentDeliveryError, SinkError
+from ..store import Sink
+from ..types import MAX_DELIVERY_ERROR_LENGTH, DeliveryOutcome, DeliveryStatus, OutboxRecord
 
-MAX_ERROR_LENGTH = 1000
+__all__ = [
+    "MAX_ERROR_LENGTH",
+    "BaseSink",
+    "DeliveryOutcome",
+    "DeliveryStatus",
+    "PermanentDeliveryError",
+    "Sink",
+    "SinkError",
+    "group_by_run",
+    "option_float",
+    "option_int",
+    "publish_per_run",
+    "render_subject",
+    "sink_options",
+    "split_url",
+    "subject_wildcard",
+]
 
-
-class DeliveryStatus(enum.StrEnum):
-    """What became of one record handed to a sink."""
-
-    DELIVERED = "delivered"
-    """The broker or receiver acknowledged it."""
-    RETRY = "retry"
-    """A transient failure: try again later."""
-    DEAD = "dead"
-    """A permanent failure: dead-letter it (until an operator redrives it)."""
-    SKIPPED = "skipped"
-    """Not attempted, because an earlier record of the same run failed in this batch."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeliveryOutcome:
-    """The sink's verdict on one record; ``retry_after`` is a server hint in seconds."""
-
-    outbox_id: int
-    status: DeliveryStatus
-    error: str | None = None
-    retry_after: float | None = None
-
-    @classmethod
-    def delivered(cls, record: OutboxRecord) -> DeliveryOutcome:
-        """The record was acknowledged."""
-        return cls(outbox_id=record.outbox_id, status=DeliveryStatus.DELIVERED)
-
-    @classmethod
-    def retry(
-        cls, record: OutboxRecord, error: str, *, retry_after: float | None = None
-    ) -> DeliveryOutcome:
-        """The record failed transiently."""
-        return cls(
-            outbox_id=record.outbox_id,
-            status=DeliveryStatus.RETRY,
-            error=error[:MAX_ERROR_LENGTH],
-            retry_after=retry_after,
-        )
-
-    @classmethod
-    def dead(cls, record: OutboxRecord, error: str) -> DeliveryOutcome:
-        """The record failed permanently."""
-        return cls(
-            outbox_id=record.outbox_id, status=DeliveryStatus.DEAD, error=error[:MAX_ERROR_LENGTH]
-        )
-
-    @classmethod
-    def skipped(cls, record: OutboxRecord) -> DeliveryOutcome:
-        """The record was not attempted."""
-        return cls(outbox_id=record.outbox_id, status=DeliveryStatus.SKIPPED)
-
-
-class SinkError(Exception):
-    """A delivery failed; ``permanent`` failures are dead-lettered, the others retried."""
-
-    permanent = False
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
-
-
-class PermanentDeliveryError(SinkError):
-    """A delivery that can never succeed as it is (e.g. HTTP 400): dead-letter it."""
-
-    permanent = True
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """A destination for outbox records.
-
-    ``publish`` returns one outcome per record, in batch order. A sink must not deliver a
-    record of a run after an earlier record of that run failed in the same batch: it reports
-    such records ``SKIPPED`` (or whatever happened to them; the relay releases every record of
-    a run after the run's first failure, whatever the sink said).
-    """
-
-    name: str
-    """A label for logs and metrics, with every secret masked."""
-
-    async def open(self) -> None:
-        """Prepare connections; a broker that is down must not make this raise."""
-        ...
-
-    async def publish(self, batch: Sequence[OutboxRecord]) -> list[DeliveryOutcome]:
-        """Deliver the records and report what happened to each, in batch order."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections; idempotent."""
-        ...
+MAX_ERROR_LENGTH = MAX_DELIVERY_ERROR_LENGTH
 
 
 class BaseSink:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..cloudevents import to_cloudevent
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, publish_per_run
+from .cloudevents import to_cloudevent
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[object]]
 

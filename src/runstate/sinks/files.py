@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from ..cloudevents import encode_cloudevent
 from ..errors import InvalidInput
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, sink_options
+from .cloudevents import encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.files")
 

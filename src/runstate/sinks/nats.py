@@ -14,7 +14,6 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from .._url import mask_url
-from ..cloudevents import encode_cloudevent
 from ..types import OutboxRecord
 from .base import (
     BaseSink,
@@ -26,6 +25,7 @@ from .base import (
     sink_options,
     subject_wildcard,
 )
+from .cloudevents import encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.nats")
 

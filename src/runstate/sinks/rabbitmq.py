@@ -11,7 +11,6 @@ import aio_pika
 import aio_pika.abc
 
 from .._url import mask_url
-from ..cloudevents import CONTENT_TYPE, encode_cloudevent
 from ..types import OutboxRecord
 from .base import (
     BaseSink,
@@ -21,6 +20,7 @@ from .base import (
     render_subject,
     sink_options,
 )
+from .cloudevents import CONTENT_TYPE, encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.rabbitmq")
 

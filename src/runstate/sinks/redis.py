@@ -10,9 +10,9 @@ import redis.asyncio
 import redis.exceptions
 
 from .._url import mask_url
-from ..cloudevents import encode_cloudevent
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, option_float, option_int, render_subject, sink_options
+from .cloudevents import encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.redis")
 

@@ -15,14 +15,6 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 import httpx
 
 from .._url import mask_secret, mask_url
-from ..cloudevents import (
-    CONTENT_TYPE,
-    DATA_CONTENT_TYPE,
-    SOURCE,
-    SPEC_VERSION,
-    dumps,
-    to_cloudevent,
-)
 from ..errors import InvalidInput
 from ..types import OutboxRecord
 from .base import (
@@ -33,6 +25,14 @@ from .base import (
     option_float,
     option_int,
     publish_per_run,
+)
+from .cloudevents import (
+    CONTENT_TYPE,
+    DATA_CONTENT_TYPE,
+    SOURCE,
+    SPEC_VERSION,
+    dumps,
+    to_cloudevent,
 )
 
 logger = logging.getLogger("runstate.relay.sinks.webhook")

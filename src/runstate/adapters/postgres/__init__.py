@@ -19,13 +19,15 @@ from typing import Any
 from ..._url import StoreUrl
 from ._config import SUPPORTED_OPTIONS, PostgresConfig, parse_config
 from ._listen import NOTIFY_CHANNEL
-from ._migrate import applied_version, migrate
+from ._migrate import MIGRATOR, PostgresMigrator, applied_version, migrate
 from ._store import PostgresStore
 
 __all__ = [
+    "MIGRATOR",
     "NOTIFY_CHANNEL",
     "SUPPORTED_OPTIONS",
     "PostgresConfig",
+    "PostgresMigrator",
     "PostgresStore",
     "applied_version",
     "migrate",

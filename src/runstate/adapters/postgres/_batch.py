@@ -37,6 +37,11 @@ from typing import Any, Protocol
 import asyncpg
 
 from ...errors import StoreUnavailable
+from .._base import copy_error
+from ._queries import Q
+
+_BOOTSTRAP_BATCH = Q["bootstrap_batch"]
+_APPEND_BATCH = Q["append_batch"]
 
 Runner = Callable[[str, Callable[[Any], Awaitable[list[Any]]]], Awaitable[list[Any]]]
 
@@ -54,12 +59,6 @@ class BatchCodec(Protocol):
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """One result row (or ``None`` when missing) per item, in the items' order."""
-
-
-_BOOTSTRAP_BATCH_SQL = (
-    "SELECT o_run_ids, o_positions, o_recorded_at, o_same_request FROM runstate_bootstrap_batch("
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-)
 
 
 class BootstrapBatchCodec:
@@ -84,7 +83,7 @@ class BootstrapBatchCodec:
             events[1].extend(range(1, len(event_ids) + 1))
             for column, values in zip(events[2:], item[9:14], strict=True):
                 column.extend(values)
-        return _BOOTSTRAP_BATCH_SQL, [*runs, *events]
+        return _BOOTSTRAP_BATCH, [*runs, *events]
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """Per item: written (its positions) or refused (whether it was the same request)."""
@@ -119,12 +118,6 @@ class BootstrapBatchCodec:
         return results
 
 
-_APPEND_BATCH_SQL = (
-    "SELECT o_codes, o_last_seqs, o_run_ids, o_candidates, o_positions, o_recorded_at"
-    " FROM runstate_append_batch($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-
-
 class AppendBatchCodec:
     """Sends a batch of appends (one per run) to ``runstate_append_batch``: set-based.
 
@@ -143,7 +136,7 @@ class AppendBatchCodec:
             events[0].extend([run_id] * len(columns[0]))
             for column, values in zip(events[1:], columns, strict=True):
                 column.extend(values)
-        return _APPEND_BATCH_SQL, [run_ids, expected, *events]
+        return _APPEND_BATCH, [run_ids, expected, *events]
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """Per item: its code, last_seq, and the candidates written with their positions."""
@@ -278,7 +271,7 @@ class WriteBatcher:
             except BaseException as exc:
                 for _, _, future in ordered:
                     if not future.done():
-                        future.set_exception(_own_copy(exc))
+                        future.set_exception(copy_error(exc))
                 if not isinstance(exc, Exception):
                     raise
                 return
@@ -364,14 +357,3 @@ def _is_open(connection: Any) -> bool:
     except asyncpg.InterfaceError:
         # Its connection was lost and the pool took it back already.
         return False
-
-
-def _own_copy(exc: BaseException) -> BaseException:
-    """One exception object per waiting caller, so tracebacks do not pile up on a shared one."""
-    if isinstance(exc, StoreUnavailable):
-        copy = StoreUnavailable(str(exc), retryable=exc.retryable)
-        copy.__cause__ = exc.__cause__
-        return copy
-    if isinstance(exc, asyncio.CancelledError):
-        return StoreUnavailable("the batched write was cancelled before it finished")
-    return exc

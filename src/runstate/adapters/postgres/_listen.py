@@ -11,11 +11,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._queries import Q
+
 NOTIFY_CHANNEL = "runstate_outbox"
 """Writes send one NOTIFY on this channel, with the schema name as its payload."""
-
-_WATCH_SQL = "SELECT o_claimable FROM runstate_watch()"
-_UNWATCH_SQL = "SELECT runstate_unwatch()"
 
 
 class OutboxListener:
@@ -58,7 +57,7 @@ class OutboxListener:
                     connection.terminate()
                     raise
                 self._connection = connection
-            return bool(await self._connection.fetchval(_WATCH_SQL))
+            return bool(await self._connection.fetchval(Q["watch"]))
 
     async def _unwatch(self) -> None:
         async with self._lock:
@@ -66,7 +65,7 @@ class OutboxListener:
             if connection is None or connection.is_closed() or self._closed:
                 return
             try:
-                await connection.fetchval(_UNWATCH_SQL)
+                await connection.fetchval(Q["unwatch"])
             except Exception:
                 # A connection that cannot unregister is dropped; its row dies with it.
                 self._connection = None

@@ -1,35 +1,31 @@
-"""Applying the packaged PostgreSQL migrations to one schema, safely under concurrency."""
+"""The PostgreSQL schema: applying the packaged migrations to one schema, safely under
+concurrency, and ``runstate migrate`` for it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..._migrations import latest_version, pending_migrations
-from ._config import check_schema_name, quote_ident
+import asyncpg
 
-DIALECT = "postgres"
+from ..._url import StoreUrl
+from .._sql import latest_version, load_migrations, pending_migrations
+from ._config import check_schema_name, parse_config, quote_ident
+from ._errors import translated
+from ._queries import DIALECT, Q
 
-_VERSION_TABLE_SQL = """
-CREATE TABLE runstate_schema_version (
-    version integer PRIMARY KEY,
-    name text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
+
+def with_schema(name: str, schema: str) -> str:
+    """The named statement ``name`` with its ``{schema}`` placeholder filled, quoted."""
+    return Q[name].replace("{schema}", quote_ident(schema))
 
 
 async def applied_version(connection: Any, schema: str) -> int:
     """Return the newest migration version recorded in ``schema`` (0 when none)."""
     check_schema_name(schema)
-    exists = await connection.fetchval(
-        "SELECT to_regclass(format('%I.runstate_schema_version', $1::text)) IS NOT NULL", schema
-    )
-    if not exists:
+    if not await connection.fetchval(Q["has_schema_version_table"], schema):
         return 0
-    version = await connection.fetchval(
-        f"SELECT coalesce(max(version), 0) FROM {quote_ident(schema)}.runstate_schema_version"  # noqa: S608
-    )
-    return int(version)
+    return int(await connection.fetchval(with_schema("schema_version", schema)))
 
 
 async def migrate(connection: Any, schema: str) -> list[int]:
@@ -44,27 +40,51 @@ async def migrate(connection: Any, schema: str) -> list[int]:
         return []
     applied: list[int] = []
     async with connection.transaction():
-        await connection.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('runstate.migrate.' || $1::text, 0))",
-            schema,
-        )
+        await connection.execute(Q["migration_lock"], schema)
         # CREATE SCHEMA needs the database's CREATE privilege even with IF NOT EXISTS.
-        if not await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
-        ):
-            await connection.execute(f"CREATE SCHEMA {quote_ident(schema)}")
-        await connection.execute("SELECT set_config('search_path', $1, true)", quote_ident(schema))
+        if not await connection.fetchval(Q["schema_exists"], schema):
+            await connection.execute(with_schema("create_schema", schema))
+        await connection.execute(Q["use_schema"], quote_ident(schema))
         current = await applied_version(connection, schema)
-        if current == 0 and not await connection.fetchval(
-            "SELECT to_regclass('runstate_schema_version') IS NOT NULL"
-        ):
-            await connection.execute(_VERSION_TABLE_SQL)
+        if current == 0 and not await connection.fetchval(Q["has_schema_version_table"], schema):
+            await connection.execute(Q["create_schema_version_table"])
         for migration in pending_migrations(DIALECT, current):
             await connection.execute(migration.sql)
-            await connection.execute(
-                "INSERT INTO runstate_schema_version (version, name) VALUES ($1, $2)",
-                migration.version,
-                migration.name,
-            )
+            await connection.execute(Q["record_migration"], migration.version, migration.name)
             applied.append(migration.version)
     return applied
+
+
+class PostgresMigrator:
+    """``runstate migrate`` for ``postgresql://`` stores (a ``SchemaMigrator``)."""
+
+    def migrations(self) -> Sequence[tuple[int, str]]:
+        """The ``(version, name)`` of every packaged PostgreSQL migration."""
+        return [(m.version, m.name) for m in load_migrations(DIALECT)]
+
+    async def applied_version(self, url: StoreUrl, options: Mapping[str, Any]) -> int:
+        """Return the schema version of the store's schema; 0 if it has none."""
+        return (await self._run(url, options, apply=False))[0]
+
+    async def migrate(self, url: StoreUrl, options: Mapping[str, Any]) -> tuple[int, int]:
+        """Bring the store's schema up to date; return its versions before and after."""
+        return await self._run(url, options, apply=True)
+
+    async def _run(
+        self, url: StoreUrl, options: Mapping[str, Any], *, apply: bool
+    ) -> tuple[int, int]:
+        config = parse_config(url, dict(options))
+        with translated(config.raw_url, "connecting"):
+            connection = await asyncpg.connect(config.dsn, timeout=config.connect_timeout)
+        try:
+            with translated(config.raw_url, "migrating"):
+                before = await applied_version(connection, config.schema)
+                if apply:
+                    await migrate(connection, config.schema)
+                after = await applied_version(connection, config.schema)
+        finally:
+            await connection.close()
+        return before, after
+
+
+MIGRATOR = PostgresMigrator()

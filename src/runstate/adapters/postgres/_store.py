@@ -12,19 +12,18 @@ import asyncpg
 
 from ..._validation import (
     check_append,
-    check_aware_datetime,
     check_bootstrap,
+    check_claim,
+    check_failure,
+    check_feed_limit,
     check_identifier,
+    check_outbox_ids,
     check_page,
     check_purge,
     check_run_filters,
+    check_wait_timeout,
 )
-from ...errors import (
-    ConcurrencyConflict,
-    InvalidInput,
-    RunAlreadyExists,
-    RunNotFound,
-)
+from ...errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
 from ...types import (
     AppendResult,
     FeedPage,
@@ -36,25 +35,26 @@ from ...types import (
     RunMetadata,
     RunSummary,
 )
-from . import _catalog, _outbox
+from .._base import StoreBase, first_occurrences
 from ._batch import AppendBatchCodec, BootstrapBatchCodec, KeptConnections, WriteBatcher
 from ._config import PostgresConfig, quote_ident
 from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener
 from ._migrate import migrate
-from ._rows import append_result, event_arrays, first_occurrences
+from ._queries import Q
+from ._rows import (
+    append_result,
+    event_arrays,
+    event_from_row,
+    feed_page,
+    metadata_from_row,
+    parse_feed_cursor,
+    record_from_row,
+    stats_from_row,
+    summary_from_row,
+)
 
 T = TypeVar("T")
-
-_LIST_EVENTS_SQL = (
-    "SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at,"
-    " recorded_at FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-)
-_METADATA_SQL = (
-    "SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id, input, labels,"
-    " created_at, schema_version FROM run_metadata WHERE run_id = $1"
-)
-_MAX_ERROR_TEXT = 10_000
 
 
 async def _init_connection(connection: Any) -> None:
@@ -89,7 +89,7 @@ def connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
     }
 
 
-class PostgresStore:
+class PostgresStore(StoreBase):
     """A ``RunStateStore`` and ``OutboxStore`` on PostgreSQL: one round trip per write."""
 
     def __init__(self, config: PostgresConfig, pool: Any) -> None:
@@ -97,7 +97,6 @@ class PostgresStore:
         self._pool = pool
         self._max_payload_bytes = config.max_payload_bytes
         self._acquire_timeout = config.command_timeout
-        self._closed = False
         self._listener = OutboxListener(config.schema, self._connect_listener)
         # Group commit: writes that queue behind this many statements share the next one.
         in_flight = config.write_statements
@@ -146,27 +145,14 @@ class PostgresStore:
     async def _connect_listener(self) -> Any:
         return await asyncpg.connect(self._config.dsn, **connect_kwargs(self._config))
 
-    async def __aenter__(self) -> PostgresStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the LISTEN connection and the pool; the store is unusable afterwards."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
+        """Close the LISTEN connection and the pool."""
         await self._listener.close()
         await self._kept.close()
         try:
             await asyncio.wait_for(self._pool.close(), 10.0)
         except (*DRIVER_ERRORS,):
             self._pool.terminate()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidInput("the store is closed")
 
     async def _run(
         self,
@@ -281,11 +267,11 @@ class PostgresStore:
         check_page(after_seq, limit)
 
         async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(_LIST_EVENTS_SQL, run_id, after_seq, limit)
+            rows: list[Any] = await connection.fetch(Q["list_events"], run_id, after_seq, limit)
             return rows
 
         rows = await self._run("list_events", work, retry=True)
-        return [_outbox.event_from_row(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
@@ -293,10 +279,10 @@ class PostgresStore:
         check_identifier(run_id, "run_id")
 
         async def work(connection: Any) -> Any:
-            return await connection.fetchrow(_METADATA_SQL, run_id)
+            return await connection.fetchrow(Q["get_metadata"], run_id)
 
         row = await self._run("get_run_metadata_by_run_id", work, retry=True)
-        return None if row is None else _catalog.metadata_from_row(row)
+        return None if row is None else metadata_from_row(row)
 
     # -- catalog -----------------------------------------------------------------------
 
@@ -315,33 +301,31 @@ class PostgresStore:
         args = (workflow, tenant_id, created_after, limit, offset)
 
         async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(_catalog.LIST_RUNS_SQL, *args)
+            rows: list[Any] = await connection.fetch(Q["list_runs"], *args)
             return rows
 
         rows = await self._run("list_runs", work, retry=True)
-        return [_catalog.summary_from_row(row) for row in rows]
+        return [summary_from_row(row) for row in rows]
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in commit-safe order."""
         self._check_open()
-        check_page(0, limit)
-        after = _catalog.parse_feed_cursor(cursor)
+        check_feed_limit(limit)
+        after = parse_feed_cursor(cursor)
 
         async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(
-                _catalog.READ_FEED_SQL, after[0], after[1], limit
-            )
+            rows: list[Any] = await connection.fetch(Q["read_feed"], after[0], after[1], limit)
             return rows
 
         rows = await self._run("read_feed", work, retry=True)
-        return _catalog.feed_page(rows, after)
+        return feed_page(rows, after)
 
     async def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""
         self._check_open()
 
         async def work(connection: Any) -> str:
-            return str(await connection.fetchval(_catalog.FEED_HEAD_SQL))
+            return str(await connection.fetchval(Q["feed_head"]))
 
         return f"{await self._run('feed_head', work, retry=True)}:0"
 
@@ -352,32 +336,24 @@ class PostgresStore:
     ) -> list[OutboxRecord]:
         """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
         self._check_open()
-        check_identifier(owner, "owner")
-        if type(limit) is not int or limit < 0:
-            raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
-        if type(lease_seconds) not in (int, float) or not 0 < lease_seconds < 10**9:
-            raise InvalidInput(
-                f"must be a positive number, got {lease_seconds!r}", field="lease_seconds"
-            )
+        check_claim(owner, limit, lease_seconds)
         if limit == 0:
             return []
 
         async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(
-                _outbox.CLAIM_SQL, owner, limit, float(lease_seconds)
-            )
+            rows: list[Any] = await connection.fetch(Q["claim"], owner, limit, float(lease_seconds))
             return rows
 
         rows = await self._run("claim_outbox_batch", work)
-        return [_outbox.record_from_row(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
-        ids = _check_ids(outbox_ids)
+        ids = check_outbox_ids(outbox_ids, owner)
 
         async def work(connection: Any) -> int:
-            return int(await connection.fetchval(_outbox.MARK_DELIVERED_SQL, ids, owner))
+            return int(await connection.fetchval(Q["mark_delivered"], ids, owner))
 
         return await self._run("mark_delivered", work)
 
@@ -386,34 +362,31 @@ class PostgresStore:
     ) -> None:
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
-        (checked_id,) = _check_ids([outbox_id])
-        check_aware_datetime(retry_at, "retry_at", optional=True)
-        # text columns refuse NUL; the error is diagnostics, so keep it readable and bounded.
-        text = str(error).replace("\x00", "\\0")[:_MAX_ERROR_TEXT]
+        text = check_failure(outbox_id, owner, error, retry_at)
 
         async def work(connection: Any) -> None:
-            await connection.execute(_outbox.MARK_FAILED_SQL, checked_id, owner, text, retry_at)
+            await connection.execute(Q["mark_failed"], outbox_id, owner, text, retry_at)
 
         await self._run("mark_failed", work)
 
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
-        ids = _check_ids(outbox_ids)
-        await self._update_and_notify("release_outbox", _outbox.RELEASE_SQL, ids, owner)
+        ids = check_outbox_ids(outbox_ids, owner)
+        await self._update_and_notify("release_outbox", Q["release"], ids, owner)
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""
         self._check_open()
         check_identifier(run_id, "run_id", optional=True)
-        return await self._update_and_notify("redrive_dead_letters", _outbox.REDRIVE_SQL, run_id)
+        return await self._update_and_notify("redrive_dead_letters", Q["redrive"], run_id)
 
     async def _update_and_notify(self, action: str, sql: str, *args: object) -> int:
         async def work(connection: Any) -> int:
             count = int(await connection.fetchval(sql, *args))
             if count:
                 # After the autocommitted update, so a woken relay sees the change.
-                await connection.execute(_outbox.NOTIFY_SQL, NOTIFY_CHANNEL)
+                await connection.execute(Q["notify"], NOTIFY_CHANNEL)
             return count
 
         return await self._run(action, work)
@@ -423,9 +396,9 @@ class PostgresStore:
         self._check_open()
 
         async def work(connection: Any) -> Any:
-            return await connection.fetchrow(_outbox.STATS_SQL)
+            return await connection.fetchrow(Q["stats"])
 
-        return _outbox.stats_from_row(await self._run("outbox_stats", work, retry=True))
+        return stats_from_row(await self._run("outbox_stats", work, retry=True))
 
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
@@ -433,22 +406,13 @@ class PostgresStore:
         check_purge(older_than, limit)
 
         async def work(connection: Any) -> int:
-            return int(await connection.fetchval(_outbox.PURGE_SQL, older_than, limit))
+            return int(await connection.fetchval(Q["purge"], older_than, limit))
 
         return await self._run("purge_delivered", work)
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""
         self._check_open()
+        timeout = check_wait_timeout(timeout)
         with translated(self._config.raw_url, "wait_for_outbox"):
             await self._listener.wait(timeout)
-
-
-def _check_ids(outbox_ids: object) -> list[int]:
-    if isinstance(outbox_ids, (str, bytes)) or not isinstance(outbox_ids, Sequence):
-        raise InvalidInput("must be a sequence of ints", field="outbox_ids")
-    ids = list(outbox_ids)
-    for value in ids:
-        if type(value) is not int or not 0 < value < 2**63:
-            raise InvalidInput(f"must be positive ints, got {value!r}", field="outbox_ids")
-    return ids

@@ -4,7 +4,8 @@ Stored events are never rewritten. Each event type has a current schema version;
 at an older version is migrated on read, one version at a time, by the upcasters registered for
 ``(type, from_version)``. Fields the current schema takes from the run's identity (workflow,
 tenant, ...) are then filled from ``RunMetadata`` when the stored payload lacks them, which is
-only sound because ``bootstrap_run_tx`` makes metadata visible before any event (ADR-0013).
+only sound because ``bootstrap_run_tx`` makes metadata visible before any event (see
+docs/design.md, "Option D").
 """
 
 from __future__ import annotations
@@ -14,71 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .errors import InvalidInput
-from .lifecycle import (
-    BUILTIN_EVENT_TYPES,
-    RUN_CANCEL_REQUESTED,
-    RUN_CANCELLED,
-    RUN_FAILED,
-    RUN_PAUSED,
-    RUN_QUEUED,
-    RUN_RESUMED,
-    RUN_RETRY_SCHEDULED,
-    RUN_STARTED,
-    RUN_SUCCEEDED,
-    RUN_TIMED_OUT,
-    STEP_FAILED,
-    STEP_STARTED,
-    STEP_SUCCEEDED,
-)
-from .types import JSON, RunEventPersisted, RunMetadata
+from ..errors import InvalidInput
+from ..types import JSON, RunEventPersisted, RunMetadata
+from .lifecycle import BUILTIN_EVENT_TYPES, BUILTIN_SCHEMAS, RUN_QUEUED, STEP_STARTED
 
 Upcaster = Callable[[dict[str, JSON], RunMetadata], dict[str, JSON]]
 """Migrates one payload from version N to N + 1; gets a private copy it may change freely."""
-
-#: Identity fields an event may carry, and the RunMetadata attribute each one is filled from.
-METADATA_FIELDS: tuple[str, ...] = ("workflow", "workflow_version", "tenant_id", "parent_run_id")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EventSchema:
-    """The current shape of a built-in event type."""
-
-    version: int
-    fields: frozenset[str]
-    from_metadata: tuple[str, ...] = ()
-
-
-def _schema(version: int, *fields: str, from_metadata: tuple[str, ...] = ()) -> EventSchema:
-    return EventSchema(
-        version=version,
-        fields=frozenset(fields) | frozenset(from_metadata),
-        from_metadata=from_metadata,
-    )
-
-
-#: The schemas of the event types runstate itself writes. Users version their own event types
-#: through ``UpcasterRegistry.register``; these belong to runstate.
-BUILTIN_SCHEMAS: Mapping[str, EventSchema] = MappingProxyType(
-    {
-        # v2 made RunQueued self-describing for outbox consumers; v1 events get the identity
-        # fields from the run's metadata.
-        RUN_QUEUED: _schema(2, "reason", from_metadata=METADATA_FIELDS),
-        RUN_STARTED: _schema(1, "worker"),
-        RUN_PAUSED: _schema(1, "reason"),
-        RUN_RESUMED: _schema(1, "reason"),
-        RUN_RETRY_SCHEDULED: _schema(1, "error", "reason"),
-        RUN_CANCEL_REQUESTED: _schema(1, "reason"),
-        RUN_CANCELLED: _schema(1, "reason"),
-        RUN_SUCCEEDED: _schema(1, "output"),
-        RUN_FAILED: _schema(1, "error"),
-        RUN_TIMED_OUT: _schema(1, "reason", "error"),
-        # v2 renamed v1's "name" to "step", the field StepSucceeded and StepFailed always used.
-        STEP_STARTED: _schema(2, "step", "input"),
-        STEP_SUCCEEDED: _schema(1, "step", "output"),
-        STEP_FAILED: _schema(1, "step", "error"),
-    }
-)
 
 
 def _run_queued_v1_to_v2(payload: dict[str, JSON], metadata: RunMetadata) -> dict[str, JSON]:
@@ -211,9 +153,3 @@ def _copy_json(value: JSON) -> JSON:
     if type(value) is list:
         return [_copy_json(item) for item in value]
     return value
-
-
-def known_fields(event_type: str) -> frozenset[str] | None:
-    """Return the fields the current schema of a built-in type knows; None for custom types."""
-    schema = BUILTIN_SCHEMAS.get(event_type)
-    return None if schema is None else schema.fields

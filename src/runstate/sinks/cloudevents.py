@@ -1,4 +1,4 @@
-"""CloudEvents 1.0 structured-mode envelopes for outbox records (CONTRACT section 4)."""
+"""CloudEvents 1.0 structured-mode envelopes for outbox records: what every sink sends."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .types import OutboxRecord
+from ..types import OutboxRecord
 
 SPEC_VERSION = "1.0"
 SOURCE = "runstate"

@@ -1,53 +1,32 @@
-"""The SQLite store: the embedded default, one database file shared by any number of processes.
+"""``SQLiteStore``: the store, catalog and outbox on one database file, via two threads.
 
-URLs. Everything after ``sqlite:///`` is the file path, as in SQLAlchemy:
-
-- ``sqlite:///runstate.db``, ``sqlite:///./data/runstate.db``: relative to the current
-  directory when the store is opened (``sqlite:///tmp/x.db`` is therefore ``./tmp/x.db``);
-- ``sqlite:////var/lib/app/runstate.db`` (four slashes): absolute;
-- ``%``-escapes are decoded (``sqlite:///my%20runs.db``); a host part is refused;
-- ``sqlite:///:memory:`` is refused: the store needs several connections on one database,
-  so use ``memory://`` for a store in memory.
-
-Options, as ``open_store`` keywords or URL query parameters (keywords win):
-``synchronous`` (``"FULL"``, the default, or ``"NORMAL"``: faster, and a power loss may
-undo the last commits but never corrupts the file), ``busy_timeout`` (seconds to wait for
-another writer, default 5) and ``max_payload_bytes`` (default 1 MiB).
-
-A missing file is created with its folder, readable by its owner only (mode 0600). The
-schema is migrated on open (``migrate`` does it explicitly). The database runs in WAL mode
-with foreign keys on. Each write is one ``BEGIN IMMEDIATE ... COMMIT`` transaction run whole on
-the store's writer thread, which owns the write connection; reads use a second connection on
-a reader thread. ``BEGIN IMMEDIATE`` takes the file's write lock first, so writers in other
-processes queue (up to ``busy_timeout``) and seqs stay gapless across processes.
+Writes run on the writer thread (group-committed), reads on the reader thread; see the
+package's docstring for URLs, options and durability.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import sqlite3
 import weakref
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-from urllib.parse import quote
 
-from .._url import StoreUrl, parse_store_url
-from .._validation import (
+from ..._validation import (
     check_append,
-    check_aware_datetime,
     check_bootstrap,
+    check_claim,
+    check_failure,
     check_identifier,
+    check_outbox_ids,
     check_page,
     check_purge,
     check_run_filters,
+    check_wait_timeout,
     parse_position_cursor,
 )
-from ..errors import InvalidInput
-from ..types import (
+from ...types import (
     AppendResult,
     FeedPage,
     OutboxRecord,
@@ -58,18 +37,22 @@ from ..types import (
     RunMetadata,
     RunSummary,
 )
-from . import _sqlite_ops as ops
-from ._sqlite_conn import (
-    SUPPORTED_OPTIONS,
-    SQLiteOptions,
-    Worker,
-    applied_version_of,
-    migrate_connection,
-    parse_options,
-    translate_error,
+from .._base import StoreBase
+from ._connect import SQLiteOptions
+from ._migrate import migrate_connection
+from ._ops import (
+    append,
+    bootstrap,
+    data_version,
+    get_metadata,
+    head_position,
+    list_events,
+    list_runs,
+    read,
+    read_feed,
 )
-
-__all__ = ["SUPPORTED_OPTIONS", "SQLiteStore", "applied_version", "migrate", "open_sqlite_store"]
+from ._outbox import claim, mark_delivered, mark_failed, purge, redrive, release, stats
+from ._writer import ConnectionThread
 
 #: How often ``wait_for_outbox`` looks for commits made by other processes.
 POLL_INTERVAL = 0.05
@@ -95,104 +78,49 @@ def _wake(path: str) -> None:
                 loop.call_soon_threadsafe(event.set)
 
 
-async def open_sqlite_store(url: StoreUrl, options: dict[str, Any]) -> SQLiteStore:
-    """Open (creating and migrating if needed) the SQLite store at ``url``; for ``open_store``."""
-    return await SQLiteStore.open(parse_options(url, options))
+def _connect_now(connection: sqlite3.Connection) -> None:
+    """A no-op job: running it makes the thread connect (and surface connection errors)."""
 
 
-def _options_for(url: str | StoreUrl, options: dict[str, Any]) -> SQLiteOptions:
-    parsed = url if isinstance(url, StoreUrl) else parse_store_url(url)
-    if parsed.scheme != "sqlite":
-        raise InvalidInput(f"not a sqlite:// URL: {parsed.masked!r}", field="url")
-    return parse_options(parsed, options)
-
-
-async def migrate(url: str | StoreUrl, **options: Any) -> tuple[int, int]:
-    """Create or upgrade the schema of the database at ``url``; return versions before, after."""
-    settings = _options_for(url, options)
-    worker = Worker(settings, "runstate-sqlite-migrate")
-    try:
-        return await worker.call(migrate_connection, settings.path)
-    finally:
-        await worker.stop()
-
-
-async def applied_version(url: str | StoreUrl, **options: Any) -> int:
-    """Return the schema version of the database at ``url``; 0 if absent or never migrated."""
-    settings = _options_for(url, options)
-    return await asyncio.to_thread(_read_applied_version, settings.path)
-
-
-def _read_applied_version(path: str) -> int:
-    if not os.path.isfile(path):
-        return 0
-    try:
-        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise translate_error(exc, path) from exc
-    try:
-        return applied_version_of(connection)
-    except sqlite3.Error as exc:
-        raise translate_error(exc, path) from exc
-    finally:
-        connection.close()
-
-
-def _open_connection(connection: sqlite3.Connection) -> None:
-    """A no-op job: running it makes the worker connect (and surface connection errors)."""
-
-
-class SQLiteStore:
+class SQLiteStore(StoreBase):
     """A ``RunStateStore``, ``RunCatalog`` and ``OutboxStore`` in one SQLite database file.
 
     Open it with ``open_store("sqlite:///path.db")`` or ``await SQLiteStore.open(options)``;
     close it with ``await store.close()``.
     """
 
-    def __init__(self, options: SQLiteOptions, writer: Worker, reader: Worker) -> None:
+    def __init__(
+        self, options: SQLiteOptions, writer: ConnectionThread, reader: ConnectionThread
+    ) -> None:
         self.options = options
         self.path = options.path
         self._max_payload_bytes = options.max_payload_bytes
         self._writer = writer
         self._reader = reader
-        self._closed = False
         # Stop the threads if the store is dropped unclosed; they close their connections.
-        self._finalizer = weakref.finalize(self, _stop_workers, writer, reader)
+        self._finalizer = weakref.finalize(self, _stop_threads, writer, reader)
 
     @classmethod
     async def open(cls, options: SQLiteOptions) -> SQLiteStore:
         """Connect, migrate the schema if needed, and return the open store."""
-        writer = Worker(options, "runstate-sqlite-writer")
-        reader = Worker(options, "runstate-sqlite-reader")
+        writer = ConnectionThread(options, "runstate-sqlite-writer")
+        reader = ConnectionThread(options, "runstate-sqlite-reader")
         try:
             await writer.call(migrate_connection, options.path)
-            await reader.call(_open_connection)
+            await reader.call(_connect_now)
         except BaseException:
             await asyncio.gather(writer.stop(), reader.stop())
             raise
         return cls(options, writer, reader)
 
-    async def __aenter__(self) -> SQLiteStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SQLiteStore {self.path!r} synchronous={self.options.synchronous} {state}>"
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Finish the queued work, close both connections and end the threads."""
-        if self._closed:
-            return
-        self._closed = True
         self._finalizer.detach()
         await asyncio.gather(self._writer.stop(), self._reader.stop())
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidInput("the store is closed")
 
     # -- the store contract --------------------------------------------------------------
 
@@ -201,7 +129,7 @@ class SQLiteStore:
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
         result: AppendResult = await self._writer.write(
-            ops.bootstrap, checked_metadata, checked_events, input
+            bootstrap, checked_metadata, checked_events, input
         )
         _wake(self.path)
         return result
@@ -216,7 +144,7 @@ class SQLiteStore:
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        result: AppendResult = await self._writer.write(ops.append, run_id, checked, expected_seq)
+        result: AppendResult = await self._writer.write(append, run_id, checked, expected_seq)
         if result.appended:
             _wake(self.path)
         return result
@@ -230,13 +158,13 @@ class SQLiteStore:
         check_page(after_seq, limit)
         if limit == 0:
             return []
-        return await self._reader.call(ops.list_events, run_id, after_seq, limit)
+        return await self._reader.call(list_events, run_id, after_seq, limit)
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
         self._check_open()
         check_identifier(run_id, "run_id")
-        return await self._reader.call(ops.get_metadata, run_id)
+        return await self._reader.call(get_metadata, run_id)
 
     # -- the catalog: store-wide reads ---------------------------------------------------
 
@@ -252,9 +180,7 @@ class SQLiteStore:
         """Return runs newest first (``created_at``, then ``run_id``, descending)."""
         self._check_open()
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
-        return await self._reader.call(
-            ops.list_runs, workflow, tenant_id, created_after, limit, offset
-        )
+        return await self._reader.call(list_runs, workflow, tenant_id, created_after, limit, offset)
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in position order.
@@ -265,13 +191,13 @@ class SQLiteStore:
         """
         self._check_open()
         after = parse_position_cursor(cursor, limit)
-        events = await self._reader.call(ops.read_feed, after, limit)
+        events = await self._reader.call(read_feed, after, limit)
         return FeedPage(events=events, cursor=str(events[-1].position) if events else str(after))
 
     async def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""
         self._check_open()
-        return str(await self._reader.call(ops.head_position))
+        return str(await self._reader.call(head_position))
 
     # -- the outbox ------------------------------------------------------------------------
 
@@ -280,53 +206,40 @@ class SQLiteStore:
     ) -> list[OutboxRecord]:
         """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
         self._check_open()
-        check_identifier(owner, "owner")
-        if type(limit) is not int:
-            raise InvalidInput(f"must be an int, got {limit!r}", field="limit")
-        if (
-            isinstance(lease_seconds, bool)
-            or not isinstance(lease_seconds, (int, float))
-            or not math.isfinite(lease_seconds)
-        ):
-            raise InvalidInput(
-                f"must be a finite number, got {lease_seconds!r}", field="lease_seconds"
-            )
-        if limit <= 0:
+        check_claim(owner, limit, lease_seconds)
+        if limit == 0:
             return []
-        return await self._writer.write(ops.claim, owner, limit, lease_seconds)
+        return await self._writer.write(claim, owner, limit, lease_seconds)
 
     async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
-        ids = _check_ids(outbox_ids)
+        ids = check_outbox_ids(outbox_ids, owner)
         if not ids:
             return 0
-        return await self._writer.write(ops.mark_delivered, ids, owner)
+        return await self._writer.write(mark_delivered, ids, owner)
 
     async def mark_failed(
         self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
     ) -> None:
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
-        (outbox_id,) = _check_ids([outbox_id])
-        if not isinstance(error, str):
-            raise InvalidInput(f"must be a string, got {type(error).__name__}", field="error")
-        check_aware_datetime(retry_at, "retry_at", optional=True)
-        await self._writer.write(ops.mark_failed, outbox_id, owner, error, retry_at)
+        text = check_failure(outbox_id, owner, error, retry_at)
+        await self._writer.write(mark_failed, outbox_id, owner, text, retry_at)
 
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
-        ids = _check_ids(outbox_ids)
+        ids = check_outbox_ids(outbox_ids, owner)
         if ids:
-            await self._writer.write(ops.release, ids, owner)
+            await self._writer.write(release, ids, owner)
         _wake(self.path)
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""
         self._check_open()
         check_identifier(run_id, "run_id", optional=True)
-        count: int = await self._writer.write(ops.redrive, run_id)
+        count: int = await self._writer.write(redrive, run_id)
         if count:
             _wake(self.path)
         return count
@@ -335,13 +248,13 @@ class SQLiteStore:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
         self._check_open()
         check_purge(older_than, limit)
-        purged: int = await self._writer.write(ops.purge, older_than, limit)
+        purged: int = await self._writer.write(purge, older_than, limit)
         return purged
 
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
-        return await self._reader.call(ops.read, ops.stats)
+        return await self._reader.call(read, stats)
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds.
@@ -350,6 +263,7 @@ class SQLiteStore:
         processes are noticed by polling ``PRAGMA data_version`` every ``POLL_INTERVAL``.
         """
         self._check_open()
+        timeout = check_wait_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         event = asyncio.Event()
@@ -357,7 +271,7 @@ class SQLiteStore:
         waiters = _waiters.setdefault(self.path, set())
         waiters.add(entry)
         try:
-            baseline = await self._reader.call(ops.data_version)
+            baseline = await self._reader.call(data_version)
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or event.is_set():
@@ -365,7 +279,7 @@ class SQLiteStore:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(POLL_INTERVAL, remaining))
                     return
-                if self._closed or await self._reader.call(ops.data_version) != baseline:
+                if self._closed or await self._reader.call(data_version) != baseline:
                     return
         finally:
             waiters.discard(entry)
@@ -373,17 +287,6 @@ class SQLiteStore:
                 del _waiters[self.path]
 
 
-def _check_ids(outbox_ids: object) -> list[int]:
-    if isinstance(outbox_ids, (str, bytes)) or not isinstance(outbox_ids, Sequence):
-        raise InvalidInput(
-            f"must be a sequence of ints, got {type(outbox_ids).__name__}", field="outbox_ids"
-        )
-    for outbox_id in outbox_ids:
-        if type(outbox_id) is not int:
-            raise InvalidInput(f"must be ints, got {outbox_id!r}", field="outbox_ids")
-    return list(outbox_ids)
-
-
-def _stop_workers(*workers: Worker) -> None:
-    for worker in workers:
-        worker.stop_now()
+def _stop_threads(*threads: ConnectionThread) -> None:
+    for thread in threads:
+        thread.stop_now()

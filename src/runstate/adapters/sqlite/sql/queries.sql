@@ -1,4 +1,4 @@
--- Named queries of the SQLite adapter, loaded once by runstate.adapters._sqlite_ops.
+-- Named statements of the SQLite adapter, loaded once by runstate.adapters._sql.load_queries.
 -- Each query starts at a "-- name: <name>" line. Every value is a bound parameter.
 
 -- name: insert_run
@@ -140,3 +140,53 @@ LIMIT ?;
 
 -- name: head_position
 SELECT coalesce(max(position), 0) FROM runstate_events;
+
+-- Connection settings, transaction control and the schema version table.
+
+-- name: journal_mode
+PRAGMA journal_mode;
+
+-- name: use_wal
+PRAGMA journal_mode=WAL;
+
+-- name: synchronous_full
+PRAGMA synchronous=FULL;
+
+-- name: synchronous_normal
+PRAGMA synchronous=NORMAL;
+
+-- name: foreign_keys_on
+PRAGMA foreign_keys=ON;
+
+-- name: data_version
+PRAGMA data_version;
+
+-- name: begin_write
+BEGIN IMMEDIATE;
+
+-- name: begin_read
+BEGIN;
+
+-- name: commit
+COMMIT;
+
+-- name: rollback
+ROLLBACK;
+
+-- name: savepoint
+SAVEPOINT runstate_call;
+
+-- name: rollback_to_savepoint
+ROLLBACK TO runstate_call;
+
+-- name: release_savepoint
+RELEASE runstate_call;
+
+-- name: has_schema_version_table
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runstate_schema_version';
+
+-- name: schema_version
+SELECT max(version) FROM runstate_schema_version;
+
+-- name: record_migration
+INSERT INTO runstate_schema_version (version, name, applied_at) VALUES (?, ?, ?);

@@ -1,6 +1,7 @@
 """Relay metrics: small in-process counters, exported to Prometheus when it is installed.
 
-The relay only talks to ``RelayMetrics``; ``prometheus_client`` is optional. Exported names:
+The relay only talks to ``RelayMetrics``, which keeps its values in process and exports them
+to a ``prometheus_client`` registry. Exported names:
 ``runstate_relay_delivered_total``, ``runstate_relay_failed_total`` (transient failures),
 ``runstate_relay_dead_letters_total`` (each labelled by ``sink``),
 ``runstate_relay_publish_seconds`` (histogram of one batch publish, by ``sink``), and the gauges
@@ -10,17 +11,15 @@ The relay only talks to ``RelayMetrics``; ``prometheus_client`` is optional. Exp
 
 from __future__ import annotations
 
+import statistics
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    import prometheus_client
-except ImportError:  # pragma: no cover - depends on the installed extras
-    prometheus_client = None  # type: ignore[assignment]
+import prometheus_client
 
-PROMETHEUS_AVAILABLE = prometheus_client is not None
 _SAMPLES_KEPT = 2048
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -64,7 +63,7 @@ class RelayMetrics:
         self._samples: deque[float] = deque(maxlen=_SAMPLES_KEPT)
         self._backlog: tuple[int, int, int, float | None] | None = None
         self._prom: dict[str, Any] | None = None
-        if export and prometheus_client is not None:
+        if export:
             self._prom = _register(registry)
 
     def record_delivered(self, sink: str, count: int) -> None:
@@ -111,8 +110,8 @@ class RelayMetrics:
                 dead_letters=dict(self._dead_letters),
                 publishes=self._publishes,
                 publish_seconds_sum=self._publish_sum,
-                publish_seconds_p50=_quantile(samples, 0.5),
-                publish_seconds_p99=_quantile(samples, 0.99),
+                publish_seconds_p50=percentile(samples, 0.5),
+                publish_seconds_p99=percentile(samples, 0.99),
                 pending=None if backlog is None else backlog[0],
                 in_flight=None if backlog is None else backlog[1],
                 dead=None if backlog is None else backlog[2],
@@ -128,14 +127,17 @@ class RelayMetrics:
             self._prom[name].labels(sink=sink).inc(count)
 
 
-def _quantile(samples: list[float], q: float) -> float | None:
-    if not samples:
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0.01 to 0.99) of sorted values, interpolated; None for no values."""
+    if not sorted_values:
         return None
-    return samples[min(len(samples) - 1, int(q * len(samples)))]
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    cuts = statistics.quantiles(sorted_values, n=100, method="inclusive")
+    return cuts[round(q * 100) - 1]
 
 
 def _register(registry: Any) -> dict[str, Any]:
-    assert prometheus_client is not None
     target = prometheus_client.REGISTRY if registry is None else registry
     p = prometheus_client
     return {

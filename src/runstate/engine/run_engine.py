@@ -15,15 +15,25 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from ._engine_cache import CachedRun, RunLocks, StateCache
-from .errors import (
+from ..errors import (
     ConcurrencyConflict,
     InvalidInput,
     InvalidTransition,
     RunAlreadyExists,
     RunNotFound,
 )
+from ..store import RunStateStore
+from ..types import (
+    JSON,
+    RunBootstrapInput,
+    RunEventInput,
+    RunMetadata,
+    new_event_id,
+    same_run_identity,
+)
+from ._cache import CachedRun, RunLocks, StateCache
 from .lifecycle import (
+    BUILTIN_SCHEMAS,
     RUN_CANCEL_REQUESTED,
     RUN_CANCELLED,
     RUN_FAILED,
@@ -38,16 +48,7 @@ from .lifecycle import (
     next_status,
 )
 from .projector import RunState, initial_state
-from .store import RunStateStore
-from .types import (
-    JSON,
-    RunBootstrapInput,
-    RunEventInput,
-    RunMetadata,
-    new_event_id,
-    same_run_identity,
-)
-from .upcasting import BUILTIN_SCHEMAS, UpcasterRegistry
+from .upcasting import UpcasterRegistry
 
 CreateMode = Literal["queued", "sync"]
 QueuedListener = Callable[[RunState], None]

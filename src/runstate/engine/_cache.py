@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from ..types import RunEventPersisted, RunMetadata
 from .projector import RunState, advance
-from .types import RunEventPersisted, RunMetadata
 from .upcasting import UpcasterRegistry
 
 
@@ -82,7 +82,3 @@ class StateCache:
         self._entries.move_to_end(run_id)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
-
-    def discard(self, run_id: str) -> None:
-        """Forget one run."""
-        self._entries.pop(run_id, None)

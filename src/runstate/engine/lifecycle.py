@@ -1,4 +1,8 @@
-"""The run lifecycle of CONTRACT section 5, as data: statuses, event types, transitions."""
+"""The built-in event model, as data: statuses, event types, transitions, event schemas.
+
+The lifecycle (which event is legal from which status, and where it leads) and the current
+schema of every event type runstate itself writes. docs/design.md explains both.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from types import MappingProxyType
 
 
 class RunStatus(StrEnum):
-    """Where a run is in its lifecycle; the values are the names of CONTRACT section 5."""
+    """Where a run is in its lifecycle."""
 
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -52,7 +56,7 @@ def _row(event_type: str, from_statuses: tuple[RunStatus, ...], to: RunStatus) -
 
 _S = RunStatus
 
-#: CONTRACT section 5. ``RunQueued`` has no legal from-status: it is only ever the first event,
+#: The lifecycle table. ``RunQueued`` has no legal from-status: it is only ever the first event,
 #: written by ``bootstrap_run_tx``.
 TRANSITIONS: Mapping[str, Transition] = MappingProxyType(
     {
@@ -79,17 +83,12 @@ TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(
     {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT}
 )
 
-# (status, event type) -> next status, precomputed so the projector's hot loop is one lookup.
-_NEXT: dict[tuple[RunStatus, str], RunStatus] = {
+#: (status, event type) -> next status, precomputed so the projector's hot loop is one lookup.
+NEXT_STATUS: Mapping[tuple[RunStatus, str], RunStatus] = {
     (status, row.event_type): row.to_status
     for row in TRANSITIONS.values()
     for status in row.from_statuses
 }
-
-
-def is_terminal(status: RunStatus) -> bool:
-    """Return True for SUCCEEDED, FAILED, CANCELLED and TIMED_OUT."""
-    return status in TERMINAL_STATUSES
 
 
 def next_status(status: RunStatus, event_type: str) -> RunStatus | None:
@@ -101,7 +100,52 @@ def next_status(status: RunStatus, event_type: str) -> RunStatus | None:
     ``RunQueued`` is never legal here: it is only the first event of a bootstrap.
     """
     if event_type in TRANSITIONS:
-        return _NEXT.get((status, event_type))
+        return NEXT_STATUS.get((status, event_type))
     if event_type in STEP_EVENT_TYPES and status in TERMINAL_STATUSES:
         return None
     return status
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventSchema:
+    """The current shape of a built-in event type."""
+
+    version: int
+    fields: frozenset[str]
+    from_metadata: tuple[str, ...] = ()
+
+
+#: Identity fields an event may carry, and the RunMetadata attribute each one is filled from.
+METADATA_FIELDS: tuple[str, ...] = ("workflow", "workflow_version", "tenant_id", "parent_run_id")
+
+
+def _schema(version: int, *fields: str, from_metadata: tuple[str, ...] = ()) -> EventSchema:
+    return EventSchema(
+        version=version,
+        fields=frozenset(fields) | frozenset(from_metadata),
+        from_metadata=from_metadata,
+    )
+
+
+#: The schemas of the event types runstate itself writes. Users version their own event types
+#: through ``UpcasterRegistry.register``; these belong to runstate.
+BUILTIN_SCHEMAS: Mapping[str, EventSchema] = MappingProxyType(
+    {
+        # v2 made RunQueued self-describing for outbox consumers; v1 events get the identity
+        # fields from the run's metadata.
+        RUN_QUEUED: _schema(2, "reason", from_metadata=METADATA_FIELDS),
+        RUN_STARTED: _schema(1, "worker"),
+        RUN_PAUSED: _schema(1, "reason"),
+        RUN_RESUMED: _schema(1, "reason"),
+        RUN_RETRY_SCHEDULED: _schema(1, "error", "reason"),
+        RUN_CANCEL_REQUESTED: _schema(1, "reason"),
+        RUN_CANCELLED: _schema(1, "reason"),
+        RUN_SUCCEEDED: _schema(1, "output"),
+        RUN_FAILED: _schema(1, "error"),
+        RUN_TIMED_OUT: _schema(1, "reason", "error"),
+        # v2 renamed v1's "name" to "step", the field StepSucceeded and StepFailed always used.
+        STEP_STARTED: _schema(2, "step", "input"),
+        STEP_SUCCEEDED: _schema(1, "step", "output"),
+        STEP_FAILED: _schema(1, "step", "error"),
+    }
+)

@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..types import JSON, RunEventPersisted, RunMetadata
 from .lifecycle import (
-    _NEXT,
+    BUILTIN_SCHEMAS,
+    NEXT_STATUS,
     RUN_CANCEL_REQUESTED,
     RUN_CANCELLED,
     RUN_FAILED,
@@ -30,8 +32,7 @@ from .lifecycle import (
     TERMINAL_STATUSES,
     RunStatus,
 )
-from .types import JSON, RunEventPersisted, RunMetadata
-from .upcasting import BUILTIN_SCHEMAS, UpcasterRegistry
+from .upcasting import UpcasterRegistry
 
 _BUILTIN_REGISTRY = UpcasterRegistry()
 _KNOWN_FIELDS = {event_type: schema.fields for event_type, schema in BUILTIN_SCHEMAS.items()}
@@ -154,7 +155,7 @@ def advance(
 ) -> RunState:
     """Fold more events into ``state``: ``advance(m, project(m, a), b) == project(m, a + b)``."""
     registry = _BUILTIN_REGISTRY if upcasters is None else upcasters
-    current_versions = registry._current
+    current_versions = registry.versions()
     run_id = metadata.run_id
     # The hot loop works on locals: attribute writes on a frozen dataclass would cost far more.
     status = state.status
@@ -181,7 +182,7 @@ def advance(
     unknown_fields = list(state.unknown_fields)
     anomalies = list(state.anomalies)
     terminal = TERMINAL_STATUSES
-    next_of = _NEXT
+    next_of = NEXT_STATUS
     known_fields = _KNOWN_FIELDS
     fill_types = _FILL_TYPES
     step_types = STEP_EVENT_TYPES

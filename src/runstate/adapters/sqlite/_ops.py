@@ -1,26 +1,22 @@
-"""The SQLite adapter's transactions and reads, as plain synchronous functions.
+"""The SQLite adapter's transactions and reads of the store and the catalog.
 
-Each function takes the connection as its first argument and runs on the worker thread that
-owns it; the writes run inside the transaction that ``Worker.write`` opens. The SQL lives in
-``runstate/sql/sqlite/queries.sql``.
+Plain synchronous functions: each takes the connection as its first argument and runs on the
+thread that owns it; the writes run inside the transaction that ``ConnectionThread.write``
+opens. The SQL is in ``sql/queries.sql``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
-from .._migrations import load_sql
-from .._validation import CheckedEvent, CheckedMetadata
-from ..errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
-from ..types import (
+from ..._validation import CheckedEvent, CheckedMetadata
+from ...errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from ...types import (
     AppendResult,
-    OutboxRecord,
-    OutboxStats,
     RunBootstrapInput,
     RunEventPersisted,
     RunMetadata,
@@ -30,44 +26,29 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
-from ._common import is_same_bootstrap, persisted_event, unique_first_event_ids
-from ._sqlite_conn import from_us, to_us
+from .._base import first_occurrences, is_same_bootstrap, persisted_event, unique_first_event_ids
+from ._connect import from_us, to_us
+from ._queries import Q
 
 T = TypeVar("T")
-
-_NAME_LINE = re.compile(r"^-- name: (?P<name>[a-z_]+)\s*$", re.MULTILINE)
-
-
-def _load_queries() -> dict[str, str]:
-    text = load_sql("sqlite", "queries.sql")
-    marks = list(_NAME_LINE.finditer(text))
-    queries: dict[str, str] = {}
-    for mark, following in zip(marks, [*marks[1:], None], strict=True):
-        end = following.start() if following else len(text)
-        body = "\n".join(
-            line for line in text[mark.end() : end].splitlines() if not line.startswith("--")
-        )
-        queries[mark["name"]] = body.strip().rstrip(";")
-    return queries
-
-
-Q = _load_queries()
 _INSERT_RUN = Q["insert_run"]
 _SELECT_RUN_HEAD = Q["select_run_head"]
 _UPDATE_LAST_SEQ = Q["update_last_seq"]
 _INSERT_EVENT = Q["insert_event"]
 _INSERT_OUTBOX = Q["insert_outbox"]
 _LIST_EVENTS = Q["list_events"]
+_BEGIN_READ = Q["begin_read"]
+_COMMIT = Q["commit"]
 _loads = json.loads
 
 
 def read(connection: sqlite3.Connection, function: Callable[..., T], *args: Any) -> T:
     """Run ``function(connection, *args)`` in one read transaction: one consistent snapshot."""
-    connection.execute("BEGIN")
+    connection.execute(_BEGIN_READ)
     try:
         return function(connection, *args)
     finally:
-        connection.execute("COMMIT")
+        connection.execute(_COMMIT)
 
 
 # -- writes of the store contract ------------------------------------------------------------
@@ -83,16 +64,14 @@ def bootstrap(
     metadata = checked_metadata.metadata
     run_id = metadata.run_id
     # A new run has no stored events, so duplicates can only come from the call itself.
-    seen: set[str] = set()
-    fresh: list[CheckedEvent] = []
-    duplicates: list[str] = []
-    for item in checked_events:
-        event_id = item.event.event_id
-        if event_id in seen:
-            duplicates.append(event_id)
-        else:
-            seen.add(event_id)
-            fresh.append(item)
+    firsts = first_occurrences(checked_events)
+    fresh = [checked_events[index] for index in firsts]
+    duplicates = []
+    if len(fresh) < len(checked_events):
+        kept = set(firsts)
+        duplicates = [
+            item.event.event_id for index, item in enumerate(checked_events) if index not in kept
+        ]
     inserted = connection.execute(
         _INSERT_RUN,
         (
@@ -192,10 +171,10 @@ def list_events(
 ) -> list[RunEventPersisted]:
     """Return a page of the run's events in seq order."""
     rows = connection.execute(_LIST_EVENTS, (run_id, after_seq, -1 if limit is None else limit))
-    return [_event(run_id, *row) for row in rows]
+    return [event_from_row(run_id, *row) for row in rows]
 
 
-def _event(
+def event_from_row(
     run_id: str,
     position: int,
     seq: int,
@@ -273,7 +252,7 @@ def read_feed(
 ) -> tuple[RunEventPersisted, ...]:
     """Return events of every run after ``after_position``, in position order."""
     rows = connection.execute(Q["read_feed"], (after_position, limit))
-    return tuple(_event(*row) for row in rows)
+    return tuple(event_from_row(*row) for row in rows)
 
 
 def head_position(connection: sqlite3.Connection) -> int:
@@ -283,103 +262,4 @@ def head_position(connection: sqlite3.Connection) -> int:
 
 def data_version(connection: sqlite3.Connection) -> int:
     """Return ``PRAGMA data_version``: it changes when another connection commits."""
-    return int(connection.execute("PRAGMA data_version").fetchone()[0])
-
-
-# -- the outbox ----------------------------------------------------------------------------
-
-
-def claim(
-    connection: sqlite3.Connection, owner: str, limit: int, lease_seconds: float
-) -> list[OutboxRecord]:
-    """Lease up to ``limit`` records, each run's deliverable prefix in turn (in a write tx)."""
-    now = utc_now()
-    now_us = to_us(now)
-    expires = now + timedelta(seconds=lease_seconds)
-    claimed: list[OutboxRecord] = []
-    # Runs in the order of their oldest undelivered record, as in the memory adapter, so a
-    # busy run cannot starve the others.
-    heads = connection.execute(Q["outbox_heads"]).fetchall()
-    for run_id, _ in heads:
-        prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
-        for row in prefix:
-            (outbox_id, attempts, dead, available_at, lease_owner, lease_expires_at) = row[:6]
-            if (
-                dead
-                or (lease_owner is not None and lease_expires_at > now_us)
-                or (available_at is not None and available_at > now_us)
-            ):
-                break
-            claimed.append(
-                OutboxRecord(
-                    outbox_id=outbox_id,
-                    event=_event(run_id, *row[6:14]),
-                    workflow=row[14],
-                    attempts=attempts,
-                    lease_owner=owner,
-                    lease_expires_at=expires,
-                )
-            )
-        prefix.close()
-        if len(claimed) >= limit:
-            break
-    expires_us = to_us(expires)
-    connection.executemany(
-        Q["outbox_lease"], [(owner, expires_us, record.outbox_id) for record in claimed]
-    )
-    return claimed
-
-
-def mark_delivered(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> int:
-    """Mark records leased by ``owner`` delivered; return how many (in a write tx)."""
-    now_us = to_us(utc_now())
-    cursor = connection.executemany(
-        Q["outbox_delivered"], [(now_us, outbox_id, owner) for outbox_id in outbox_ids]
-    )
-    return cursor.rowcount
-
-
-def purge(connection: sqlite3.Connection, older_than: datetime, limit: int) -> int:
-    """Delete up to ``limit`` records delivered before ``older_than`` (in a write tx)."""
-    return connection.execute(Q["outbox_purge"], (to_us(older_than), limit)).rowcount
-
-
-def mark_failed(
-    connection: sqlite3.Connection,
-    outbox_id: int,
-    owner: str,
-    error: str,
-    retry_at: datetime | None,
-) -> None:
-    """Count a failed attempt: due again at ``retry_at``, or dead (in a write tx)."""
-    if retry_at is None:
-        connection.execute(Q["outbox_dead"], (error, outbox_id, owner))
-    else:
-        connection.execute(Q["outbox_retry"], (error, to_us(retry_at), outbox_id, owner))
-
-
-def release(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> None:
-    """Drop ``owner``'s leases on the records, counting no attempt (in a write tx)."""
-    connection.executemany(Q["outbox_release"], [(outbox_id, owner) for outbox_id in outbox_ids])
-
-
-def redrive(connection: sqlite3.Connection, run_id: str | None) -> int:
-    """Make dead records deliverable again; return how many (in a write tx)."""
-    if run_id is None:
-        return connection.execute(Q["outbox_redrive_all"]).rowcount
-    return connection.execute(Q["outbox_redrive_run"], (run_id,)).rowcount
-
-
-def stats(connection: sqlite3.Connection) -> OutboxStats:
-    """Summarize the outbox (inside ``read``)."""
-    now_us = to_us(utc_now())
-    pending, in_flight, dead = connection.execute(Q["outbox_counts"], (now_us,)).fetchone()
-    (oldest,) = connection.execute(Q["outbox_oldest_pending"]).fetchone()
-    (delivered,) = connection.execute(Q["outbox_delivered_count"]).fetchone()
-    return OutboxStats(
-        pending=pending,
-        in_flight=in_flight,
-        dead=dead,
-        delivered=delivered,
-        oldest_pending_at=None if oldest is None else from_us(oldest),
-    )
+    return int(connection.execute(Q["data_version"]).fetchone()[0])

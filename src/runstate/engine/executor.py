@@ -14,19 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 
-from .engine import RunEngine
-from .errors import InvalidInput, InvalidTransition, RunNotFound
+from ..errors import InvalidInput, InvalidTransition, RunCancelledError, RunNotFound
+from ..types import JSON, RunEventInput, RunMetadata
 from .lifecycle import STEP_FAILED, STEP_STARTED, STEP_SUCCEEDED, RunStatus
 from .projector import RunState
-from .types import JSON, RunEventInput, RunMetadata
+from .run_engine import RunEngine
 
 logger = logging.getLogger("runstate.executor")
 
 Handler = Callable[["RunContext"], Awaitable[JSON]]
-
-
-class RunCancelledError(Exception):
-    """Raised inside a handler at a step boundary once its run is being cancelled."""
 
 
 def describe_error(exc: BaseException) -> dict[str, JSON]:

@@ -1,0 +1,181 @@
+-- Named statements of the PostgreSQL adapter, loaded once by runstate.adapters._sql.load_queries.
+-- Each statement starts at a "-- name: <name>" line. Every value is a bound parameter. Tables
+-- and functions are found through the connection's search_path (the store's schema); the few
+-- administration statements that name the schema itself carry a {schema} placeholder, filled
+-- with the validated, quoted schema name (identifiers cannot be bound).
+
+-- The store -------------------------------------------------------------------------------
+
+-- name: bootstrap_batch
+-- Group commit: every bootstrap of a batch in one call, set-based (see _batch.py).
+SELECT o_run_ids, o_positions, o_recorded_at, o_same_request
+  FROM runstate_bootstrap_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                $15, $16, $17);
+
+-- name: append_batch
+-- Group commit: every append of a batch (one per run) in one call, set-based.
+SELECT o_codes, o_last_seqs, o_run_ids, o_candidates, o_positions, o_recorded_at
+  FROM runstate_append_batch($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: list_events
+SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at, recorded_at
+  FROM run_events
+ WHERE run_id = $1 AND seq > $2
+ ORDER BY seq
+ LIMIT $3;
+
+-- name: get_metadata
+SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id, input, labels, created_at,
+       schema_version
+  FROM run_metadata
+ WHERE run_id = $1;
+
+-- The catalog -----------------------------------------------------------------------------
+
+-- name: list_runs
+SELECT m.run_id, m.workflow, m.workflow_version, m.tenant_id, m.parent_run_id, m.input,
+       m.labels, m.created_at, m.schema_version, m.last_seq,
+       (SELECT e.recorded_at FROM run_events AS e
+         WHERE e.run_id = m.run_id AND e.seq = m.last_seq) AS updated_at
+  FROM run_metadata AS m
+ WHERE ($1::text IS NULL OR m.workflow = $1::text)
+   AND ($2::text IS NULL OR m.tenant_id = $2::text)
+   AND ($3::timestamptz IS NULL OR m.created_at > $3::timestamptz)
+ ORDER BY m.created_at DESC, m.run_id DESC
+ LIMIT $4 OFFSET $5;
+
+-- name: read_feed
+-- The feed orders by writing transaction, then position, and shows only transactions older
+-- than every one still in progress: a transaction that commits late can then never land
+-- behind a cursor already handed out (positions alone can: they are drawn before commit).
+SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at,
+       recorded_at, tx_id::text AS tx_id
+  FROM run_events
+ WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
+   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY tx_id, position
+ LIMIT $3;
+
+-- name: feed_head
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
+
+-- The outbox ------------------------------------------------------------------------------
+
+-- name: claim
+-- runstate_claim_outbox (0003) leases per-run prefixes: a run's records are claimed only by
+-- whoever locks its head (its first undelivered record), so SKIP LOCKED lets concurrent relays
+-- share runs without ever taking a run out of order. It returns the head of each record's run
+-- so the batch comes back run by run (oldest head first), each run in seq order. It joins the
+-- events itself: this statement's snapshot is older than the function's own statements.
+SELECT outbox_id, workflow, attempts, lease_owner, lease_expires_at, run_id, seq, position,
+       type, payload, event_id, schema_version, occurred_at, recorded_at
+  FROM runstate_claim_outbox($1, $2, $3)
+ ORDER BY head_id, seq;
+
+-- name: mark_delivered
+WITH done AS (
+    UPDATE run_outbox
+       SET delivered_at = now(), lease_expires_at = NULL
+     WHERE outbox_id = ANY($1::bigint[])
+       AND lease_owner = $2
+       AND delivered_at IS NULL
+       AND NOT dead
+    RETURNING 1
+)
+SELECT count(*) FROM done;
+
+-- name: mark_failed
+UPDATE run_outbox
+   SET attempts = attempts + 1,
+       last_error = $3,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       dead = ($4::timestamptz IS NULL),
+       available_at = coalesce($4::timestamptz, available_at)
+ WHERE outbox_id = $1 AND lease_owner = $2 AND delivered_at IS NULL;
+
+-- name: release
+WITH released AS (
+    UPDATE run_outbox
+       SET lease_owner = NULL, lease_expires_at = NULL
+     WHERE outbox_id = ANY($1::bigint[]) AND lease_owner = $2 AND delivered_at IS NULL
+    RETURNING 1
+)
+SELECT count(*) FROM released;
+
+-- name: redrive
+WITH redriven AS (
+    UPDATE run_outbox
+       SET dead = false, attempts = 0, available_at = NULL
+     WHERE dead AND delivered_at IS NULL AND ($1::text IS NULL OR run_id = $1::text)
+    RETURNING 1
+)
+SELECT count(*) FROM redriven;
+
+-- name: purge
+-- Oldest deliveries first, through run_outbox_delivered; SKIP LOCKED so that concurrent
+-- purgers never wait for each other.
+WITH doomed AS (
+    SELECT outbox_id
+      FROM run_outbox
+     WHERE delivered_at IS NOT NULL AND delivered_at < $1
+     ORDER BY delivered_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), purged AS (
+    DELETE FROM run_outbox AS o
+     USING doomed
+     WHERE o.outbox_id = doomed.outbox_id
+    RETURNING 1
+)
+SELECT count(*) FROM purged;
+
+-- name: notify
+SELECT pg_notify($1, current_schema());
+
+-- name: stats
+SELECT count(*) FILTER (WHERE NOT dead AND NOT coalesce(lease_expires_at > now(), false))
+           AS pending,
+       count(*) FILTER (WHERE NOT dead AND coalesce(lease_expires_at > now(), false))
+           AS in_flight,
+       count(*) FILTER (WHERE dead) AS dead,
+       min(recorded_at) FILTER (WHERE NOT dead) AS oldest_pending_at,
+       (SELECT count(*) FROM run_outbox WHERE delivered_at IS NOT NULL) AS delivered
+  FROM run_outbox
+ WHERE delivered_at IS NULL;
+
+-- name: watch
+SELECT o_claimable FROM runstate_watch();
+
+-- name: unwatch
+SELECT runstate_unwatch();
+
+-- Migrations ------------------------------------------------------------------------------
+
+-- name: has_schema_version_table
+SELECT to_regclass(format('%I.runstate_schema_version', $1::text)) IS NOT NULL;
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM {schema}.runstate_schema_version;
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(hashtextextended('runstate.migrate.' || $1::text, 0));
+
+-- name: schema_exists
+SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1);
+
+-- name: create_schema
+CREATE SCHEMA {schema};
+
+-- name: use_schema
+SELECT set_config('search_path', $1, true);
+
+-- name: create_schema_version_table
+CREATE TABLE runstate_schema_version (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: record_migration
+INSERT INTO runstate_schema_version (version, name) VALUES ($1, $2);

@@ -1,0 +1,112 @@
+"""The SQLite adapter's outbox: claiming per-run prefixes under a lease, and bookkeeping.
+
+Plain synchronous functions on the connection's own thread; the writes run inside the
+transaction that ``ConnectionThread.write`` opens. The SQL is in ``sql/queries.sql``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from ...types import OutboxRecord, OutboxStats, utc_now
+from ._connect import from_us, to_us
+from ._ops import event_from_row
+from ._queries import Q
+
+
+def claim(
+    connection: sqlite3.Connection, owner: str, limit: int, lease_seconds: float
+) -> list[OutboxRecord]:
+    """Lease up to ``limit`` records, each run's deliverable prefix in turn (in a write tx)."""
+    now = utc_now()
+    now_us = to_us(now)
+    expires = now + timedelta(seconds=lease_seconds)
+    claimed: list[OutboxRecord] = []
+    # Runs in the order of their oldest undelivered record, as in the memory adapter, so a
+    # busy run cannot starve the others.
+    heads = connection.execute(Q["outbox_heads"]).fetchall()
+    for run_id, _ in heads:
+        prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
+        for row in prefix:
+            (outbox_id, attempts, dead, available_at, lease_owner, lease_expires_at) = row[:6]
+            if (
+                dead
+                or (lease_owner is not None and lease_expires_at > now_us)
+                or (available_at is not None and available_at > now_us)
+            ):
+                break
+            claimed.append(
+                OutboxRecord(
+                    outbox_id=outbox_id,
+                    event=event_from_row(run_id, *row[6:14]),
+                    workflow=row[14],
+                    attempts=attempts,
+                    lease_owner=owner,
+                    lease_expires_at=expires,
+                )
+            )
+        prefix.close()
+        if len(claimed) >= limit:
+            break
+    expires_us = to_us(expires)
+    connection.executemany(
+        Q["outbox_lease"], [(owner, expires_us, record.outbox_id) for record in claimed]
+    )
+    return claimed
+
+
+def mark_delivered(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> int:
+    """Mark records leased by ``owner`` delivered; return how many (in a write tx)."""
+    now_us = to_us(utc_now())
+    cursor = connection.executemany(
+        Q["outbox_delivered"], [(now_us, outbox_id, owner) for outbox_id in outbox_ids]
+    )
+    return cursor.rowcount
+
+
+def purge(connection: sqlite3.Connection, older_than: datetime, limit: int) -> int:
+    """Delete up to ``limit`` records delivered before ``older_than`` (in a write tx)."""
+    return connection.execute(Q["outbox_purge"], (to_us(older_than), limit)).rowcount
+
+
+def mark_failed(
+    connection: sqlite3.Connection,
+    outbox_id: int,
+    owner: str,
+    error: str,
+    retry_at: datetime | None,
+) -> None:
+    """Count a failed attempt: due again at ``retry_at``, or dead (in a write tx)."""
+    if retry_at is None:
+        connection.execute(Q["outbox_dead"], (error, outbox_id, owner))
+    else:
+        connection.execute(Q["outbox_retry"], (error, to_us(retry_at), outbox_id, owner))
+
+
+def release(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> None:
+    """Drop ``owner``'s leases on the records, counting no attempt (in a write tx)."""
+    connection.executemany(Q["outbox_release"], [(outbox_id, owner) for outbox_id in outbox_ids])
+
+
+def redrive(connection: sqlite3.Connection, run_id: str | None) -> int:
+    """Make dead records deliverable again; return how many (in a write tx)."""
+    if run_id is None:
+        return connection.execute(Q["outbox_redrive_all"]).rowcount
+    return connection.execute(Q["outbox_redrive_run"], (run_id,)).rowcount
+
+
+def stats(connection: sqlite3.Connection) -> OutboxStats:
+    """Summarize the outbox (inside ``read``)."""
+    now_us = to_us(utc_now())
+    pending, in_flight, dead = connection.execute(Q["outbox_counts"], (now_us,)).fetchone()
+    (oldest,) = connection.execute(Q["outbox_oldest_pending"]).fetchone()
+    (delivered,) = connection.execute(Q["outbox_delivered_count"]).fetchone()
+    return OutboxStats(
+        pending=pending,
+        in_flight=in_flight,
+        dead=dead,
+        delivered=delivered,
+        oldest_pending_at=None if oldest is None else from_us(oldest),
+    )
