@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +22,7 @@ from typer.testing import CliRunner
 from conftest import POSTGRES_URL, drop_postgres_schema, require_service, unique_schema
 from runstate import RunEngine, RunEventInput, RunMetadata, open_store
 from runstate.cli import app
+from runstate.store import SchemaMigrator
 
 RUNSTATE = [sys.executable, "-m", "runstate.cli"]
 
@@ -335,3 +338,58 @@ def test_relay_stops_gracefully_on_a_signal(url: str, tmp_path: Path, sig: signa
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+class _LedgerMigrator:
+    """A third party's migrations: numbered tables in a SQLite file it manages itself."""
+
+    steps = ((1, "ledger"), (2, "ledger_index"))
+
+    def migrations(self) -> list[tuple[int, str]]:
+        return list(self.steps)
+
+    def _path(self, url: Any) -> str:
+        return str(url.raw.split("://", 1)[1])
+
+    async def applied_version(self, url: Any, options: Mapping[str, Any]) -> int:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self._path(url))) as connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS applied (version INTEGER)")
+            (version,) = connection.execute(
+                "SELECT coalesce(max(version), 0) FROM applied"
+            ).fetchone()
+        return int(version)
+
+    async def migrate(self, url: Any, options: Mapping[str, Any]) -> tuple[int, int]:
+        import sqlite3
+
+        before = await self.applied_version(url, options)
+        with contextlib.closing(sqlite3.connect(self._path(url))) as connection:
+            for version, _ in self.steps[before:]:
+                connection.execute("INSERT INTO applied (version) VALUES (?)", (version,))
+            connection.commit()
+        return before, len(self.steps)
+
+
+def test_migrate_works_for_a_scheme_registered_by_a_third_party(tmp_path: Path) -> None:
+    from runstate import register_store_scheme
+
+    async def opener(url: Any, options: dict[str, Any]) -> Any:
+        return await open_store("memory://")
+
+    migrator = _LedgerMigrator()
+    assert isinstance(migrator, SchemaMigrator)
+    register_store_scheme("ledger", opener, migrator=migrator)
+    url = f"ledger://{tmp_path / 'ledger.db'}"
+    code, out, err = cli("migrate", "--url", url, "--status", "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    assert (status["applied_version"], status["latest_version"]) == (0, 2)
+    assert [m["state"] for m in status["migrations"]] == ["pending", "pending"]
+    code, out, err = cli("migrate", "--url", url, "--json")
+    assert code == 0, err
+    assert [m["state"] for m in json.loads(out)["migrations"]] == ["applied now", "applied now"]
+    code, out, _ = cli("migrate", "--url", url, "--status", "--json")
+    assert json.loads(out)["applied_version"] == 2
+    assert [m["state"] for m in json.loads(out)["migrations"]] == ["applied", "applied"]

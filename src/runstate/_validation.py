@@ -15,6 +15,8 @@ from .types import JSON, RunBootstrapInput, RunEventInput, RunMetadata
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_ID_LENGTH = 255
 MAX_JSON_DEPTH = 100
+#: The largest seq, position, limit or offset: what every adapter stores as a signed 64-bit int.
+MAX_INT64 = 2**63 - 1
 
 # Control characters (C0, DEL, C1) and lone surrogates, which no database can store as text.
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -261,24 +263,37 @@ def check_bootstrap(
     return metadata, events
 
 
+def check_count(value: object, field: str, *, minimum: int = 0, optional: bool = False) -> None:
+    """Refuse a seq, limit or offset that is not an int from ``minimum`` to ``MAX_INT64``."""
+    if value is None and optional:
+        return
+    if type(value) is not int or not minimum <= value <= MAX_INT64:
+        none = " or None" if optional else ""
+        raise InvalidInput(
+            f"must be an int from {minimum} to 2**63 - 1{none}, got {_short(value)}", field=field
+        )
+
+
+def _short(value: object) -> str:
+    # A huge int's repr is thousands of digits (and refused past 4,300): say how big instead.
+    if type(value) is int and value.bit_length() > 100:
+        return f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
+
+
 def check_append(
     run_id: object, events: object, expected_seq: object, max_payload_bytes: int
 ) -> list[CheckedEvent]:
     """Validate the arguments of ``append_and_enqueue_tx``."""
     check_identifier(run_id, "run_id")
-    if expected_seq is not None and (type(expected_seq) is not int or expected_seq < 0):
-        raise InvalidInput(
-            f"must be a non-negative int or None, got {expected_seq!r}", field="expected_seq"
-        )
+    check_count(expected_seq, "expected_seq", optional=True)
     return check_events(events, max_payload_bytes)
 
 
 def check_page(after_seq: object, limit: object) -> None:
     """Validate the paging arguments of ``list_events``."""
-    if type(after_seq) is not int or after_seq < 0:
-        raise InvalidInput(f"must be a non-negative int, got {after_seq!r}", field="after_seq")
-    if limit is not None and (type(limit) is not int or limit < 0):
-        raise InvalidInput(f"must be a non-negative int or None, got {limit!r}", field="limit")
+    check_count(after_seq, "after_seq")
+    check_count(limit, "limit", optional=True)
 
 
 def check_run_filters(
@@ -288,16 +303,13 @@ def check_run_filters(
     check_identifier(workflow, "workflow", optional=True)
     check_identifier(tenant_id, "tenant_id", optional=True)
     check_aware_datetime(created_after, "created_after", optional=True)
-    if type(limit) is not int or limit < 0:
-        raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
-    if type(offset) is not int or offset < 0:
-        raise InvalidInput(f"must be a non-negative int, got {offset!r}", field="offset")
+    check_count(limit, "limit")
+    check_count(offset, "offset")
 
 
 def check_feed_limit(limit: object) -> None:
     """Validate the ``limit`` of ``read_feed``: a non-negative int."""
-    if type(limit) is not int or limit < 0:
-        raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
+    check_count(limit, "limit")
 
 
 def parse_position_cursor(cursor: object, limit: object) -> int:
@@ -305,7 +317,13 @@ def parse_position_cursor(cursor: object, limit: object) -> int:
     check_feed_limit(limit)
     if cursor is None:
         return 0
-    if type(cursor) is not str or not cursor.isdigit() or len(cursor) > 19:
+    if (
+        type(cursor) is not str
+        or not cursor.isascii()
+        or not cursor.isdigit()
+        or len(cursor) > 19
+        or int(cursor) > MAX_INT64
+    ):
         raise InvalidInput(f"not a cursor of this store: {cursor!r}", field="cursor")
     return int(cursor)
 
@@ -322,8 +340,7 @@ _MAX_OUTBOX_ID = 2**63 - 1
 def check_claim(owner: object, limit: object, lease_seconds: object) -> None:
     """Validate the arguments of ``claim_outbox_batch``; ``limit`` 0 claims nothing."""
     check_identifier(owner, "owner")
-    if type(limit) is not int or limit < 0:
-        raise InvalidInput(f"must be a non-negative int, got {limit!r}", field="limit")
+    check_count(limit, "limit")
     if (
         type(lease_seconds) not in (int, float) or not 0 < lease_seconds < MAX_LEASE_SECONDS  # type: ignore[operator]
     ):
@@ -373,8 +390,7 @@ def check_wait_timeout(timeout: object) -> float:
 def check_purge(older_than: object, limit: object) -> None:
     """Validate the arguments of ``purge_delivered``."""
     check_aware_datetime(older_than, "older_than")
-    if type(limit) is not int or limit < 1:
-        raise InvalidInput(f"must be a positive int, got {limit!r}", field="limit")
+    check_count(limit, "limit", minimum=1)
 
 
 def check_max_payload_bytes(value: object) -> int:

@@ -28,7 +28,10 @@ from .types import (
 
 @runtime_checkable
 class RunStateStore(Protocol):
-    """Run metadata plus an append-only event log with a transactional outbox (ADR-0013)."""
+    """Run metadata plus an append-only event log with a transactional outbox.
+
+    The rules every adapter keeps are in docs/design.md, "The store contract".
+    """
 
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""

@@ -1,7 +1,7 @@
 """The in-memory store: a complete adapter for tests, notebooks and single-process engines.
 
 Every write is one synchronous block with no ``await`` between its checks and its writes,
-so concurrent tasks on the event loop can never interleave inside a transaction (ADR-0013).
+so concurrent tasks on the event loop can never interleave inside a transaction.
 Payloads are copied on the way in; events handed back are shared, so treat them as read-only.
 """
 

@@ -93,6 +93,10 @@ async def runs_list(
             ]
         )
         return
+    _print_runs(rows, page)
+
+
+def _print_runs(rows: list[tuple[Any, Any]], page: int) -> None:
     if not rows:
         console.print("no runs match")
         return

@@ -96,7 +96,7 @@ class RunEngine:
     async def _load(self, run_id: str) -> CachedRun | None:
         entry = self._cache.get(run_id, self.upcasters.generation)
         if entry is None:
-            # Metadata first: it is visible before any event (ADR-0013), never the reverse.
+            # Metadata first: it is visible before any event (docs/design.md, decision 1).
             metadata = await self.store.get_run_metadata_by_run_id(run_id)
             if metadata is None:
                 return None

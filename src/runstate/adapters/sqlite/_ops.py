@@ -185,6 +185,7 @@ def event_from_row(
     occurred_at: int | None,
     recorded_at: int,
 ) -> RunEventPersisted:
+    """Build a stored event from a row of ``runstate_events`` columns (the run id apart)."""
     event: RunEventPersisted = new_persisted_event(
         run_id,
         seq,
