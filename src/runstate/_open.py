@@ -38,11 +38,19 @@ async def _open_postgres(url: StoreUrl, options: dict[str, Any]) -> RunStateStor
     return await open_postgres_store(url, options)
 
 
+async def _open_http(url: StoreUrl, options: dict[str, Any]) -> RunStateStore:
+    from .adapters.http import open_http_store
+
+    return await open_http_store(url, options)
+
+
 _OPENERS: dict[str, StoreOpener] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
     "postgresql": _open_postgres,
     "postgres": _open_postgres,
+    "runstate+http": _open_http,
+    "runstate+https": _open_http,
 }
 
 
