@@ -11,8 +11,10 @@ from ._routes_engine import COMMAND_FIELDS
 
 Schema = dict[str, Any]
 
-_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 255}
-_OPTIONAL_ID: Schema = {"type": ["string", "null"], "minLength": 1, "maxLength": 255}
+# Printable text: no control characters (C0, DEL, C1), as the store requires of ids.
+_PRINTABLE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _PRINTABLE}
+_OPTIONAL_ID: Schema = {**_ID, "type": ["string", "null"]}
 _TIME: Schema = {"type": "string", "format": "date-time"}
 _OPTIONAL_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 _SEQ: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_WIRE_INT}
@@ -292,7 +294,7 @@ def _outbox_schemas() -> dict[str, Schema]:
             {
                 "owner": {"type": "string"},
                 "limit": {"type": "integer", "minimum": 0, "maximum": 10_000},
-                "lease_seconds": {"type": "number", "exclusiveMinimum": 0},
+                "lease_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
             },
             ("owner", "limit", "lease_seconds"),
         ),

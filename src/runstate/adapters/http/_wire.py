@@ -261,18 +261,43 @@ def parse_number(value: object, field: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _string(value: object, field: str, *, optional: bool = False) -> Any:
+    if type(value) is str or (value is None and optional):
+        return value
+    kind = "a string or null" if optional else "a string"
+    raise InvalidInput(f"must be {kind}, got {json_type(value)}", field=field)
+
+
+def _version(value: object, field: str) -> int:
+    # The store checks the range; the engine compares versions before it gets there.
+    if type(value) is not int:
+        raise InvalidInput(f"must be a positive int, got {json_type(value)}", field=field)
+    return value
+
+
 def metadata_from_json(value: object, field: str = "metadata") -> RunMetadata:
-    """Decode run metadata; defaults as in ``RunMetadata``."""
+    """Decode run metadata; defaults as in ``RunMetadata``.
+
+    Types are checked here (the engine compares metadata before the store validates it);
+    contents (lengths, characters, JSON rules) are left to the store.
+    """
     document = expect_object(value, field, METADATA_FIELDS)
     values: dict[str, Any] = {
-        "run_id": require(document, "run_id", field),
-        "workflow": require(document, "workflow", field),
+        "run_id": _string(require(document, "run_id", field), f"{field}.run_id"),
+        "workflow": _string(require(document, "workflow", field), f"{field}.workflow"),
     }
-    for name in ("workflow_version", "tenant_id", "parent_run_id", "input", "schema_version"):
+    for name in ("workflow_version", "tenant_id", "parent_run_id"):
         if name in document:
-            values[name] = document[name]
+            values[name] = _string(document[name], f"{field}.{name}", optional=True)
+    if "input" in document:
+        values["input"] = document["input"]
+    if "schema_version" in document:
+        values["schema_version"] = _version(document["schema_version"], f"{field}.schema_version")
     if "labels" in document:
-        values["labels"] = document["labels"]
+        labels = document["labels"]
+        if type(labels) is not dict or any(type(v) is not str for v in labels.values()):
+            raise InvalidInput("must be an object of strings", field=f"{field}.labels")
+        values["labels"] = labels
     if "created_at" in document:
         values["created_at"] = parse_time(document["created_at"], f"{field}.created_at")
     return RunMetadata(**values)
@@ -281,11 +306,16 @@ def metadata_from_json(value: object, field: str = "metadata") -> RunMetadata:
 def event_input_from_json(value: object, field: str) -> RunEventInput:
     """Decode an event to append; a missing ``event_id`` gets a fresh UUID."""
     document = expect_object(value, field, EVENT_INPUT_FIELDS)
+    payload = document.get("payload", {})
+    if type(payload) is not dict:
+        raise InvalidInput(f"must be an object, got {json_type(payload)}", field=f"{field}.payload")
     return RunEventInput(
-        type=require(document, "type", field),
-        payload=document.get("payload", {}),
-        event_id=document["event_id"] if "event_id" in document else new_event_id(),
-        schema_version=document.get("schema_version", 1),
+        type=_string(require(document, "type", field), f"{field}.type"),
+        payload=payload,
+        event_id=_string(document["event_id"], f"{field}.event_id")
+        if "event_id" in document
+        else new_event_id(),
+        schema_version=_version(document.get("schema_version", 1), f"{field}.schema_version"),
         occurred_at=parse_time(document.get("occurred_at"), f"{field}.occurred_at", optional=True),
     )
 
