@@ -126,6 +126,6 @@ async def test_idle_streams_send_keep_alives(server: ServerThread) -> None:
             lines.append(line)
             if line == ": keep-alive":
                 break
+        metrics = (await client.get("/metrics")).text
     assert lines[0] == "retry: 1000"
-    metrics = httpx.get(f"{server.url}/metrics").text
-    assert "runstate_http_open_streams" in metrics
+    assert "runstate_http_open_streams 1.0" in metrics
