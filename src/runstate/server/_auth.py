@@ -109,6 +109,8 @@ class AccessPolicy:
 
     def __init__(self, tokens: Iterable[Token]) -> None:
         self._tokens = tuple(tokens)
+        # Host headers seen, and whether each is loopback: parsing one costs microseconds.
+        self._loopback_hosts: dict[str, bool] = {}
 
     @property
     def open(self) -> bool:
@@ -128,9 +130,14 @@ class AccessPolicy:
     def check(self, authorization: str | None, host: str | None, needed: Scope) -> str | None:
         """Return ``None`` if allowed, else the problem code (``UNAUTHORIZED``, ``FORBIDDEN``)."""
         if not self._tokens:
-            if host is not None and not is_loopback_host(_host_name(host)):
-                return "FORBIDDEN"
-            return None
+            if host is None:
+                return None
+            known = self._loopback_hosts.get(host)
+            if known is None:
+                known = is_loopback_host(_host_name(host))
+                if len(self._loopback_hosts) < 1024:
+                    self._loopback_hosts[host] = known
+            return None if known else "FORBIDDEN"
         granted = self._scope_of(authorization)
         if granted is None:
             return "UNAUTHORIZED"

@@ -36,6 +36,8 @@ class FeedWaker:
 
     def notify(self) -> None:
         """Wake every stream waiting now."""
+        if not self._subscribers:
+            return  # no stream holds a mark: nothing to wake, nothing to allocate
         event, self._event = self._event, asyncio.Event()
         event.set()
 

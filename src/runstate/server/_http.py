@@ -63,20 +63,29 @@ async def read_json(request: Request, max_bytes: int, *, optional: bool = False)
     without a CORS preflight (which this server never grants), so a web page cannot write to a
     loopback server without tokens.
     """
-    declared = request.headers.get("content-length")
+    headers = request.headers
+    declared = headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
         raise Problem("BODY_TOO_LARGE", f"the body is over the limit of {max_bytes} bytes")
+    # Straight from the ASGI channel: cheaper than Request.stream() on every write.
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise Problem("INVALID_INPUT", "the client went away before sending the body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise Problem("BODY_TOO_LARGE", f"the body is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = b"".join(chunks)
     if not body and optional:
         return {}
-    if not _is_json_media_type(request.headers.get("content-type")):
+    if not _is_json_media_type(headers.get("content-type")):
         raise Problem("UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json")
     return loads(body)
 

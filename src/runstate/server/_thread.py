@@ -30,6 +30,8 @@ def uvicorn_config(
         access_log=access_log,
         log_level=log_level,
         server_header=False,
+        # Forwarded headers are not trusted: the access log shows the peer's address.
+        proxy_headers=False,
         # The store's loop: a write's latency is a thread hop plus the commit, so uvloop's
         # cheaper callbacks matter; uvicorn falls back to asyncio where uvloop is missing.
         loop="auto",
