@@ -77,7 +77,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         head_end = self._buffer.find(b"\r\n\r\n")
-        if head_end < 0 or self._waiter is None:
+        if head_end < 0 or self._waiter is None or self._waiter.done():
             return
         head = self._buffer[:head_end].lower()
         start = head.find(b"content-length:") + 15
