@@ -72,9 +72,11 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport to write requests to."""
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        """Hand a complete answer to the waiting request."""
         self._buffer += data
         head_end = self._buffer.find(b"\r\n\r\n")
         if head_end < 0 or self._waiter is None or self._waiter.done():
@@ -89,6 +91,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Fail the waiting request: the server went away."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(ConnectionError("server closed the connection"))
 
@@ -277,6 +280,7 @@ class _Database:
         self.schemas: list[str] = []
 
     def new_url(self) -> str:
+        """A store URL on a database no measurement used before."""
         name = uuid.uuid4().hex[:12]
         if self.backend == "sqlite":
             return f"sqlite:///{self.folder / f'{name}.db'}"
@@ -285,6 +289,7 @@ class _Database:
         return f"{POSTGRES_URL}?schema={schema}"
 
     async def drop(self) -> None:
+        """Drop the PostgreSQL schemas made (SQLite files go with the temporary folder)."""
         if not self.schemas:
             return
         import asyncpg

@@ -166,8 +166,15 @@ _PROBLEM = {
 
 def component_schemas() -> dict[str, Schema]:
     """Every named schema of the OpenAPI document."""
+    schemas = {**_store_schemas(), **_view_schemas(), **_outbox_schemas()}
+    for name, fields in COMMAND_FIELDS.items():
+        schemas[f"Command_{name}"] = _object({f: _COMMAND_PROPERTIES[f] for f in sorted(fields)})
+    return schemas
+
+
+def _store_schemas() -> dict[str, Schema]:
     metadata_required = ("run_id", "workflow")
-    schemas: dict[str, Schema] = {
+    return {
         "Problem": _PROBLEM,
         "RunStatus": {"type": "string", "enum": [s.value for s in RunStatus]},
         "RunMetadataInput": _object({"run_id": _ID, **_METADATA_INPUT}, metadata_required),
@@ -203,6 +210,15 @@ def component_schemas() -> dict[str, Schema]:
         "EventList": _object(
             {"events": {"type": "array", "items": _ref("RunEventPersisted")}}, ("events",)
         ),
+        "CreateRunInput": _object(
+            {**_METADATA_INPUT, "mode": {"type": "string", "enum": ["queued", "sync"]}},
+            ("workflow",),
+        ),
+    }
+
+
+def _view_schemas() -> dict[str, Schema]:
+    return {
         "RunState": _object(_STATE_PROPERTIES, tuple(_STATE_PROPERTIES)),
         "RunView": _object(
             {"metadata": _ref("RunMetadata"), "state": _ref("RunState")}, ("metadata", "state")
@@ -249,19 +265,11 @@ def component_schemas() -> dict[str, Schema]:
             ("events", "cursor"),
         ),
         "FeedCursor": _object({"cursor": {"type": "string"}}, ("cursor",)),
-        "CreateRunInput": _object(
-            {**_METADATA_INPUT, "mode": {"type": "string", "enum": ["queued", "sync"]}},
-            ("workflow",),
-        ),
         "SseStream": {
             "type": "string",
             "description": "text/event-stream: each data line is a RunEventPersisted.",
         },
-        **_outbox_schemas(),
     }
-    for name, fields in COMMAND_FIELDS.items():
-        schemas[f"Command_{name}"] = _object({f: _COMMAND_PROPERTIES[f] for f in sorted(fields)})
-    return schemas
 
 
 def _outbox_schemas() -> dict[str, Schema]:
