@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench fuzz clean
+.PHONY: test demo lint typecheck pytest ts-test bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck pytest ts-test
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -23,6 +23,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The TypeScript client: built with tsc from the npm registry, tested against `runstate serve`.
+TS_CLIENT := clients/typescript
+ts-test: $(STAMP)
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund --loglevel=error && npx tsc -p .
+	cd $(TS_CLIENT) && RUNSTATE_BIN=$(abspath $(BIN))/runstate node --test test/
+
 demo: $(STAMP)
 	$(BIN)/runstate demo $(DEMO_ARGS)
 
@@ -33,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/runstate bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist

@@ -98,6 +98,9 @@ def test_user_facing_text_never_points_into_the_workspace() -> None:
     # README, docs and docstrings ship to users: they link the project's own docs/design.md.
     texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     texts += sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.sql"))
+    client = ROOT / "clients" / "typescript"
+    texts += [*sorted((client / "src").rglob("*.ts")), client / "package.json"]
+    texts += [client / "README.md"] if (client / "README.md").exists() else []
     offending = []
     for path in texts:
         text = path.read_text(encoding="utf-8")

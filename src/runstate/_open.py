@@ -48,6 +48,12 @@ async def _open_postgres(url: StoreUrl, options: dict[str, Any]) -> RunStateStor
     return await open_postgres_store(url, options)
 
 
+async def _open_http(url: StoreUrl, options: dict[str, Any]) -> RunStateStore:
+    from .adapters.http import open_http_store
+
+    return await open_http_store(url, options)
+
+
 def _sqlite_migrator() -> SchemaMigrator:
     from .adapters.sqlite import MIGRATOR
 
@@ -64,11 +70,14 @@ def _no_migrator() -> None:
     return None
 
 
+# A remote store (runstate+http) is migrated by the server that owns its database.
 _SCHEMES: dict[str, _Scheme] = {
     "memory": _Scheme(open=_open_memory, migrator=_no_migrator),
     "sqlite": _Scheme(open=_open_sqlite, migrator=_sqlite_migrator),
     "postgresql": _Scheme(open=_open_postgres, migrator=_postgres_migrator),
     "postgres": _Scheme(open=_open_postgres, migrator=_postgres_migrator),
+    "runstate+http": _Scheme(open=_open_http, migrator=_no_migrator),
+    "runstate+https": _Scheme(open=_open_http, migrator=_no_migrator),
 }
 
 

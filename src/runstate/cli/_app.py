@@ -47,6 +47,7 @@ app.command("migrate")(migrate_command)
 app.command("bench")(bench_command)
 app.command("demo")(demo_command)
 app.command("version")(version_command)
+app.command("serve")(__import__("runstate.cli._serve", fromlist=["_"]).serve_command)
 
 
 def main() -> None:
