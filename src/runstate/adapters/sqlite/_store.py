@@ -264,7 +264,8 @@ class SQLiteStore(StoreBase):
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
-        return await self._reader.call(read, stats)
+        summary: OutboxStats = await self._reader.call(read, stats)
+        return summary
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds.
