@@ -20,7 +20,8 @@ def _generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "async_to_sync", ROOT / "tools" / "async_to_sync.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("async_to_sync", module)
     spec.loader.exec_module(module)
