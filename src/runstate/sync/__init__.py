@@ -41,7 +41,7 @@ from ..types import (
     RunMetadata,
     RunSummary,
 )
-from ._open import open_store
+from ._open import ClosingStore, open_store
 from .bridge import BridgedStore, LoopRunner
 from .executor import Handler, RunContext, Worker, drive, run_sync
 from .memory import MemoryStore
@@ -54,6 +54,7 @@ __all__ = [
     "JSON",
     "AppendResult",
     "BridgedStore",
+    "ClosingStore",
     "ConcurrencyConflict",
     "FeedPage",
     "Handler",

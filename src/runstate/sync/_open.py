@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, Self
 
 from .._open import default_url
 from .._url import parse_store_url
@@ -13,7 +13,22 @@ from .sqlite import SQLiteStore
 from .store import RunStateStore
 
 
-def open_store(url: str | None = None, **options: Any) -> RunStateStore:
+class ClosingStore(RunStateStore, Protocol):
+    """What ``open_store`` returns: a ``RunStateStore`` that ``with`` closes at the end.
+
+    Every built-in store is an ``OutboxStore`` and a ``RunCatalog`` too.
+    """
+
+    def __enter__(self) -> Self:
+        """Return the store itself."""
+        ...
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        ...
+
+
+def open_store(url: str | None = None, **options: Any) -> ClosingStore:
     """Open the store at ``url`` (default: ``$RUNSTATE_URL`` or ``sqlite:///./runstate.db``).
 
     The same URLs and options as ``runstate.open_store``. ``memory://`` and ``sqlite://`` have
