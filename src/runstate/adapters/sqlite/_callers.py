@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,55 +24,112 @@ T = TypeVar("T")
 
 
 class _Write:
-    """One write call: its job, its outcome once known, and the lock its thread waits on."""
+    """One write call that waits: its job, its outcome once known, the lock its thread waits on."""
 
-    __slots__ = ("job", "outcome", "promoted", "ready")
+    __slots__ = ("job", "outcome", "ready")
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.outcome: Outcome | None = None
-        self.promoted = False
         self.ready = threading.Lock()
         self.ready.acquire()
+
+
+#: The longest a new leader waits for writers that met the last commit to join the next one.
+MAX_LINGER = 0.001
+#: ... and never longer than this share of a recent commit's duration.
+LINGER_SHARE = 0.5
 
 
 class GroupCommit:
     """Leader/follower group commit on the calling threads.
 
-    A caller that finds no commit in progress leads: it takes the writes waiting (its own
-    first, up to ``MAX_GROUP``, in call order) and runs them in one transaction with
-    ``run``, hands every other writer its outcome, passes the lead to the first write still
-    waiting, and returns. A caller that finds a commit in progress waits for the next one,
-    run by whoever leads then (maybe itself, once promoted). So a lone writer pays no hand-off
-    at all, and writers that meet share one commit, in call order.
+    A caller that finds no commit in progress leads: it runs its own write with every write
+    waiting (up to ``MAX_GROUP``, in call order) in one transaction with ``run``, hands each
+    other writer its outcome, and passes the lead to the first write that arrived meanwhile,
+    which does the same. A caller that finds a commit in progress waits for the next one.
+    So a lone writer pays no hand-off, and writers that meet share one commit (one fsync),
+    each keeping its own outcome.
+
+    When the last commit was shared, a new leader first waits a moment (at most
+    ``MAX_LINGER``, and ``LINGER_SHARE`` of a recent commit's duration) for as many writers
+    to join as shared it: writers released together by a commit come back one by one (they
+    take turns holding the GIL), and without the wait the first of them would commit alone
+    while the others queue behind it.
     """
 
     def __init__(self, run: Callable[[list[Job]], list[Outcome]]) -> None:
         self._run = run
         self._mutex = threading.Lock()
         self._idle = threading.Condition(self._mutex)
+        self._arrived = threading.Condition(self._mutex)
         self._waiting: list[_Write] = []
         self._leading = False
+        self._draining = 0
+        self._lingering = False
+        self._last_group = 1
+        self._commit_seconds = 0.0
 
     def submit(self, job: Job) -> Any:
         """Run ``job`` in a group-committed write transaction; return its result or raise."""
-        write = _Write(job)
+        write: _Write | None = None
         with self._mutex:
-            self._waiting.append(write)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
+            if self._leading:
+                write = _Write(job)
+                self._waiting.append(write)
+                if self._lingering and len(self._waiting) + 1 >= self._last_group:
+                    self._arrived.notify()
+            else:
+                self._leading = True
+                if self._last_group > 1:
+                    self._linger()
+                group = self._waiting[: MAX_GROUP - 1]
+                del self._waiting[: MAX_GROUP - 1]
+        if write is None:
+            ok, value = self._lead_with(job, group)
+        else:
             write.ready.acquire()  # released with our outcome, or to make us lead
-        if write.outcome is None:
-            self._lead(write)
-        assert write.outcome is not None
-        ok, value = write.outcome
+            if write.outcome is None:
+                self._lead(write)
+            assert write.outcome is not None
+            ok, value = write.outcome
         if ok:
             return value
         raise value
 
+    def _linger(self) -> None:
+        """Wait (holding the mutex's condition) for the writers of the last commit."""
+        expected = self._last_group
+        self._lingering = True
+        try:
+            self._arrived.wait_for(
+                lambda: len(self._waiting) + 1 >= expected,
+                min(MAX_LINGER, self._commit_seconds * LINGER_SHARE),
+            )
+        finally:
+            self._lingering = False
+
+    def _commit(self, jobs: list[Job]) -> list[Outcome]:
+        started = time.perf_counter()
+        outcomes = self._run(jobs)
+        elapsed = time.perf_counter() - started
+        # A moving average: one slow commit (a checkpoint) must not set the wait alone.
+        self._commit_seconds += (elapsed - self._commit_seconds) / 8
+        self._last_group = len(jobs)
+        return outcomes
+
+    def _lead_with(self, job: Job, group: list[_Write]) -> Outcome:
+        """Commit our own write with the ``group`` that waited, then pass the lead on."""
+        outcomes: list[Outcome] = []
+        try:
+            outcomes = self._commit([job, *(write.job for write in group)])
+            return outcomes[0]
+        finally:
+            _finish(group, outcomes[1:], None)
+            self._pass_lead()
+
     def _lead(self, mine: _Write) -> None:
-        """Commit groups until ``mine`` is done, then pass the lead on."""
+        """Commit groups of waiting writes until ``mine`` is done, then pass the lead on."""
         try:
             while mine.outcome is None:
                 with self._mutex:
@@ -79,27 +137,33 @@ class GroupCommit:
                     del self._waiting[:MAX_GROUP]
                 outcomes: list[Outcome] = []
                 try:
-                    outcomes = self._run([write.job for write in group])
+                    outcomes = self._commit([write.job for write in group])
                 finally:
                     _finish(group, outcomes, mine)
         finally:
-            with self._mutex:
-                if self._waiting:
-                    following = self._waiting[0]
-                    following.promoted = True
-                    following.ready.release()
-                else:
-                    self._leading = False
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting[0].ready.release()
+            else:
+                self._leading = False
+                if self._draining:
                     self._idle.notify_all()
 
     def drain(self) -> None:
         """Wait until no commit runs and no write waits."""
         with self._mutex:
-            while self._leading:
-                self._idle.wait()
+            self._draining += 1
+            try:
+                while self._leading:
+                    self._idle.wait()
+            finally:
+                self._draining -= 1
 
 
-def _finish(group: list[_Write], outcomes: list[Outcome], mine: _Write) -> None:
+def _finish(group: list[_Write], outcomes: list[Outcome], mine: _Write | None) -> None:
     """Give every write of a committed group its outcome; wake the threads waiting for one."""
     for index, write in enumerate(group):
         if index < len(outcomes):
