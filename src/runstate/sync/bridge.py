@@ -13,6 +13,7 @@ with one thread, against 0.85x through a loop thread; see docs/design.md, decisi
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import threading
 from collections.abc import Coroutine, Sequence
@@ -75,6 +76,13 @@ class LoopRunner:
         self._in_flight: list[_Call] = []
         self._helpers: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+        # Coroutines handed to the running loop, and whether a wake-up for them is pending:
+        # callers that arrive together cost the loop one wake-up and start in one turn (so
+        # the async store's group commit sees them together).
+        self._handed: collections.deque[tuple[Coroutine[Any, Any, Any], _Call]] = (
+            collections.deque()
+        )
+        self._wake_pending = False
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the loop and return its result (or raise its exception)."""
@@ -88,12 +96,16 @@ class LoopRunner:
             lead = self._runner is None
             if lead:
                 self._runner = call
+            else:
+                self._handed.append((coroutine, call))
+                wake, self._wake_pending = not self._wake_pending, True
             self._in_flight.append(call)
         if lead:
             self._loop.call_soon(self._start, coroutine, call)
             self._drive(call)
         else:
-            self._loop.call_soon_threadsafe(self._start, coroutine, call)
+            if wake:
+                self._loop.call_soon_threadsafe(self._start_handed)
             call.ready.acquire()  # released with our outcome, or to make us run the loop
             if not call.done:
                 self._drive(call)
@@ -111,13 +123,24 @@ class LoopRunner:
             return self._helpers
 
     def _start(self, coroutine: Coroutine[Any, Any, Any], call: _Call) -> None:
-        self._loop.create_task(self._settle(coroutine, call))
+        # The loop was idle: one turn first, so I/O that arrived meanwhile (a connection the
+        # server closed, say) is seen before the coroutine picks a connection.
+        self._loop.create_task(self._settle(coroutine, call, idle=True))
 
-    async def _settle(self, coroutine: Coroutine[Any, Any, Any], call: _Call) -> None:
+    def _start_handed(self) -> None:
+        with self._mutex:
+            self._wake_pending = False
+            handed = list(self._handed)
+            self._handed.clear()
+        for coroutine, call in handed:
+            self._loop.create_task(self._settle(coroutine, call, idle=False))
+
+    async def _settle(
+        self, coroutine: Coroutine[Any, Any, Any], call: _Call, *, idle: bool
+    ) -> None:
         try:
-            # One turn first: I/O that arrived while nobody ran the loop (a connection the
-            # server closed, say) is seen before the coroutine picks a connection.
-            await asyncio.sleep(0)
+            if idle:
+                await asyncio.sleep(0)
             call.outcome = (True, await coroutine)
         except (KeyboardInterrupt, SystemExit):
             # Raised in the thread running the loop, inside whichever task ran: that thread
