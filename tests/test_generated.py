@@ -44,3 +44,75 @@ def test_generated_modules_say_so_at_their_top() -> None:
     for target in GENERATOR.TARGETS:
         first = (GENERATOR.PACKAGE / target.target).read_text(encoding="utf-8").splitlines()[0]
         assert first == GENERATOR.HEADER.format(source=target.source).rstrip("\n")
+
+
+SAMPLE = '''"""A sample module."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from ..adapters._base import StoreBase
+
+Step = Callable[[], Awaitable[int]]
+
+
+def plain(value: int) -> int:
+    """Unchanged: imported from the source, not copied."""
+    return value + 1
+
+
+class Store(StoreBase):
+    """Awaits ``store.close()`` and uses ``async with``."""
+
+    async def work(self, steps: list[Step]) -> int:
+        """Run the steps."""
+        lock = asyncio.Lock()
+        async with lock:
+            # One after another.
+            await asyncio.gather(self.one(), self.two())
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            raise
+        return plain(sum([await step() for step in steps]))
+
+    @asynccontextmanager
+    async def scope(self) -> AsyncIterator[None]:
+        """A scope."""
+        yield
+
+    async def one(self) -> None:
+        """One."""
+
+    async def two(self) -> None:
+        """Two."""
+'''
+
+
+def test_the_rewrite_rules() -> None:
+    text = GENERATOR.rewrite(
+        SAMPLE, source="engine/sample.py", target=GENERATOR.PACKAGE / "sync" / "sample.py"
+    )
+    assert text.startswith("# Generated from src/runstate/engine/sample.py by")
+    for gone in ("async ", "await ", "asyncio", "CancelledError", "Awaitable", "def plain"):
+        assert gone not in text, gone
+    for present in (
+        "from runstate.engine.sample import plain",
+        "from runstate.adapters._base import SyncStoreBase",
+        "class Store(SyncStoreBase):",
+        "lock = threading.Lock()",
+        "with lock:",
+        "# One after another.",
+        "            self.one()\n            self.two()\n",
+        "time.sleep(0.1)",
+        "Step = Callable[[], int]",
+        "@contextmanager",
+        "-> Iterator[None]:",
+        "[step() for step in steps]",
+        '"""Awaits ``store.close()`` and uses ``with``."""',
+    ):
+        assert present in text, present
+    compile(text, "sample.py", "exec")

@@ -409,21 +409,38 @@ def _ruff(code: str, target: Path) -> str:
 
 def generate(target: Target) -> str:
     """Return the text of one generated module."""
-    source_path = PACKAGE / target.source
-    source_module = "runstate." + target.source.removesuffix(".py").replace("/", ".")
-    tree = ast_comments.parse(source_path.read_text(encoding="utf-8"))
-    if target.keep is not None:
+    return rewrite(
+        (PACKAGE / target.source).read_text(encoding="utf-8"),
+        source=target.source,
+        target=PACKAGE / target.target,
+        keep=target.keep,
+        doc=target.doc,
+    )
+
+
+def rewrite(
+    text: str,
+    *,
+    source: str,
+    target: Path,
+    keep: tuple[str, ...] | None = None,
+    doc: str | None = None,
+) -> str:
+    """Rewrite the async module ``text`` (at ``src/runstate/<source>``) into its sync twin."""
+    source_module = "runstate." + source.removesuffix(".py").replace("/", ".")
+    tree = ast_comments.parse(text)
+    if keep is not None:
         tree.body = [
             node
             for node in tree.body
             if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            or node.name in target.keep
+            or node.name in keep
         ]
     original = copy.deepcopy(tree.body)
     unasync = _Unasync()
     tree = unasync.visit(tree)
     if len(tree.body) != len(original):
-        raise SyntaxError(f"{target.source}: a top-level statement was split or removed")
+        raise SyntaxError(f"{source}: a top-level statement was split or removed")
     body = _share_unchanged(original, tree.body, source_module)
     body = _rewrite_imports(body, source_module)
     future = [n for n in body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
@@ -434,10 +451,10 @@ def generate(target: Target) -> str:
             break
     tree.body = body
     _rewrite_docstrings(tree)
-    if target.doc is not None and tree.body and _is_docstring(tree.body[0]):
-        tree.body[0].value.value = target.doc
-    code = HEADER.format(source=target.source) + ast_comments.unparse(tree) + "\n"
-    return _ruff(code, PACKAGE / target.target)
+    if doc is not None and tree.body and _is_docstring(tree.body[0]):
+        tree.body[0].value.value = doc
+    code = HEADER.format(source=source) + ast_comments.unparse(tree) + "\n"
+    return _ruff(code, target)
 
 
 def main() -> int:
