@@ -51,12 +51,11 @@ class _Call:
         self.ready.acquire()
 
 
-def _in_event_loop() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
 
 
 class LoopRunner:
@@ -86,7 +85,11 @@ class LoopRunner:
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the loop and return its result (or raise its exception)."""
-        if _in_event_loop():
+        running = _running_loop()
+        if running is self._loop:
+            coroutine.close()
+            raise RuntimeError("a synchronous store was called from inside its own event loop")
+        if running is not None:
             return self._helper_pool().submit(self.run, coroutine).result()
         call = _Call()
         with self._mutex:
