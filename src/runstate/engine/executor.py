@@ -302,7 +302,7 @@ async def run_sync(
     retry_delay: float = 0.0,
     idempotency_key: str | None = None,
 ) -> RunState:
-    """Create a run already RUNNING (``mode="sync"``) and drive it in this task to an outcome."""
+    """Create a run already RUNNING (``mode="sync"``) and drive it to an outcome, in the caller."""
     await engine.create_run(metadata, mode="sync", idempotency_key=idempotency_key)
     state = await drive(
         engine,

@@ -64,8 +64,8 @@ class RunEngine:
     ``upcasters`` is the schema-evolution registry the engine projects with (default: the
     built-in one); ``max_conflict_retries`` bounds re-reads after ``ConcurrencyConflict``;
     ``cache_size`` runs keep their projected state in memory so a command reads only the events
-    after it (0 disables the cache). Use one engine from one event loop; the engine of
-    ``runstate.sync`` is shared by any number of threads.
+    after it (0 disables the cache). Share one engine within one event loop (the engine of
+    ``runstate.sync``: between any number of threads).
     """
 
     def __init__(
