@@ -38,6 +38,9 @@ from ..types import (
 
 T = TypeVar("T")
 
+#: The longest the calls of a burst wait for the callers of the last burst to join them.
+MAX_LINGER = 0.0005
+
 
 class _Call:
     """One coroutine handed to the loop: its outcome, and the lock its thread waits on."""
@@ -82,6 +85,12 @@ class LoopRunner:
             collections.deque()
         )
         self._wake_pending = False
+        # The most calls in flight at once in the last burst (between two moments nobody
+        # ran the loop) and in this one; while ``_lingering``, handed calls wait for the
+        # expected number of them (or ``MAX_LINGER``) before they start.
+        self._expected = 1
+        self._peak = 0
+        self._lingering = False
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the loop and return its result (or raise its exception)."""
@@ -92,19 +101,34 @@ class LoopRunner:
         if running is not None:
             return self._helper_pool().submit(self.run, coroutine).result()
         call = _Call()
+        wake = linger = False
         with self._mutex:
             if self._closed:
                 coroutine.close()
                 raise StoreClosed()
             lead = self._runner is None
+            self._in_flight.append(call)
+            self._peak = max(self._peak, len(self._in_flight))
             if lead:
                 self._runner = call
+                # Callers released together by the last burst come back one by one (they
+                # take turns holding the GIL): let them gather, so that the async store's
+                # group commit gets them in one statement rather than in halves.
+                self._lingering = linger = self._expected > 1
+                if linger:
+                    self._handed.append((coroutine, call))
             else:
                 self._handed.append((coroutine, call))
-                wake, self._wake_pending = not self._wake_pending, True
-            self._in_flight.append(call)
+                if self._lingering:
+                    wake = len(self._handed) >= self._expected
+                else:
+                    wake = not self._wake_pending
+                self._wake_pending = self._wake_pending or wake
         if lead:
-            self._loop.call_soon(self._start, coroutine, call)
+            if linger:
+                self._loop.call_later(MAX_LINGER, self._start_handed)
+            else:
+                self._loop.call_soon(self._start, coroutine, call)
             self._drive(call)
         else:
             if wake:
@@ -133,6 +157,7 @@ class LoopRunner:
     def _start_handed(self) -> None:
         with self._mutex:
             self._wake_pending = False
+            self._lingering = False
             handed = list(self._handed)
             self._handed.clear()
         for coroutine, call in handed:
@@ -175,8 +200,11 @@ class LoopRunner:
                 self._runner = following
                 if following is not None:
                     following.ready.release()
-                elif self._closed and not self._loop.is_closed():
-                    self._loop.close()
+                else:
+                    # The burst is over: the next one expects as many callers.
+                    self._expected, self._peak = max(1, self._peak), 0
+                    if self._closed and not self._loop.is_closed():
+                        self._loop.close()
 
     def close(self, last: Coroutine[Any, Any, Any]) -> None:
         """Run ``last`` (the store's ``close``), then close the loop once nobody runs it."""
