@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest ts-test bench fuzz clean
+.PHONY: test demo lint typecheck pytest ts-test bench fuzz generate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 test: $(STAMP) lint typecheck pytest ts-test
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py $(PYTEST_ARGS)
+
+# Regenerate runstate.sync's modules from their async sources (tests/test_generated.py checks).
+generate: $(STAMP)
+	$(BIN)/python tools/async_to_sync.py
 
 bench: $(STAMP)
 	$(BIN)/runstate bench $(BENCH_ARGS)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+# Open ``cpu_per_operation`` blocks, innermost last: each collects the timed sections' CPU.
+_cpu_meters: list[list[float]] = []
 
 
 def median_rate(samples: Sequence[float]) -> float:
@@ -23,12 +27,31 @@ def settle_inputs() -> None:
     gc.freeze()
 
 
+@contextlib.contextmanager
+def cpu_per_operation() -> Iterator[list[float]]:
+    """Collect the client CPU per operation (``time.process_time``, every thread of this
+    process) of each ``timed_rate`` / ``timed_rate_async`` run inside the block, in order."""
+    samples: list[float] = []
+    _cpu_meters.append(samples)
+    try:
+        yield samples
+    finally:
+        _cpu_meters.remove(samples)
+
+
+def _record_cpu(operations: int, cpu: float) -> None:
+    for samples in _cpu_meters:
+        samples.append(cpu / operations)
+
+
 def timed_rate(operations: int, run: Callable[[], None]) -> float:
     """Run ``run`` once and return operations per second."""
     settle_inputs()
+    cpu = time.process_time()
     started = time.perf_counter()
     run()
     elapsed = time.perf_counter() - started
+    _record_cpu(operations, time.process_time() - cpu)
     gc.unfreeze()
     return operations / elapsed
 
@@ -36,9 +59,11 @@ def timed_rate(operations: int, run: Callable[[], None]) -> float:
 async def timed_rate_async(operations: int, run: Callable[[], Awaitable[None]]) -> float:
     """Await ``run()`` once and return operations per second."""
     settle_inputs()
+    cpu = time.process_time()
     started = time.perf_counter()
     await run()
     elapsed = time.perf_counter() - started
+    _record_cpu(operations, time.process_time() - cpu)
     gc.unfreeze()
     return operations / elapsed
 

@@ -136,15 +136,16 @@ async def rabbitmq_exchange() -> AsyncIterator[tuple[str, Any]]:
         await connection.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def store_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreFactory]:
-    """A factory of stores on one adapter; every store it makes sees the same data."""
-    kind: str = request.param
-    if kind == "memory":
+ASYNC_KINDS = ["memory", "sqlite", "postgres"]
+#: runstate.sync's stores, behind ThreadedStore: every call on a thread of its own.
+SYNC_KINDS = ["sync-memory", "sync-sqlite", "sync-postgres"]
+
+
+async def _factory(kind: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    adapter = kind.removeprefix("sync-")
+    if adapter == "memory":
         url = f"memory://factory-{uuid.uuid4().hex}"
-    elif kind == "sqlite":
+    elif adapter == "sqlite":
         url = f"sqlite:///{tmp_path / 'runstate.db'}"
     else:
         require_service("PostgreSQL", "127.0.0.1", 5432)
@@ -153,7 +154,14 @@ async def store_factory(
     opened: list[RunStateStore] = []
 
     async def make() -> RunStateStore:
-        store = await open_store(url)
+        if kind.startswith("sync-"):
+            from runstate import sync
+            from runstate.testing import ThreadedStore
+            from runstate.testing.threaded import in_thread
+
+            store: RunStateStore = ThreadedStore(await in_thread(sync.open_store, url))
+        else:
+            store = await open_store(url)
         opened.append(store)
         return store
 
@@ -162,5 +170,89 @@ async def store_factory(
     finally:
         for store in opened:
             await store.close()
-        if kind == "postgres":
+        if adapter == "postgres":
             await drop_postgres_schema(schema)
+
+
+@pytest.fixture(params=ASYNC_KINDS)
+async def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreFactory]:
+    """A factory of stores on one adapter; every store it makes sees the same data."""
+    async for factory in _factory(request.param, tmp_path):
+        yield factory
+
+
+@pytest.fixture(params=ASYNC_KINDS + SYNC_KINDS)
+async def engine_store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreFactory]:
+    """``store_factory`` on the async adapters and on runstate.sync's (for ``make_engine``)."""
+    async for factory in _factory(request.param, tmp_path):
+        yield factory
+
+
+def make_engine(store: Any, **options: Any) -> Any:
+    """The engine under test for a store of ``engine_store_factory``.
+
+    The async ``RunEngine``; or, when the store is (or wraps) a ``ThreadedStore``,
+    runstate.sync's ``RunEngine`` with the same options, exposed as async by
+    ``ThreadedEngine``: its commands run on threads, and a test double wrapping the store
+    (to inject races or faults) is reached through ``SyncFacade``.
+    """
+    from runstate import RunEngine
+    from runstate.testing import ThreadedStore
+
+    inner = store
+    while not isinstance(inner, ThreadedStore) and hasattr(inner, "inner"):
+        inner = inner.inner
+    if not isinstance(inner, ThreadedStore):
+        return RunEngine(store, **options)
+    from runstate import sync
+
+    sync_store = inner.sync if inner is store else SyncFacade(store)
+    return ThreadedEngine(sync.RunEngine(sync_store, **options))
+
+
+class ThreadedEngine:
+    """runstate.sync's ``RunEngine`` with async methods: each command on a thread of its own."""
+
+    def __init__(self, engine: Any) -> None:
+        self.sync = engine
+
+    def __getattr__(self, name: str) -> Any:
+        from runstate.testing.threaded import in_thread
+
+        method = getattr(self.sync, name)
+        if not callable(method) or name in ("on_queued",):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await in_thread(method, *args, **kwargs)
+
+        return call
+
+
+class SyncFacade:
+    """A blocking store over an async one living on the test's event loop (for test doubles).
+
+    Used from the threads a ``ThreadedEngine`` runs commands on: each call is handed to the
+    test's loop, which is free while the test awaits the command.
+    """
+
+    def __init__(self, store: Any) -> None:
+        import asyncio
+
+        self._store = store
+        self._loop = asyncio.get_running_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        import asyncio
+
+        method = getattr(self._store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop)
+            return future.result()
+
+        return call

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import make_engine
 from runstate import (
     AppendResult,
     ConcurrencyConflict,
@@ -121,10 +122,10 @@ class YieldingStore(WrappedStore):
 # -- create_run -------------------------------------------------------------------------------
 
 
-async def test_create_run_queued(store_factory: StoreFactory) -> None:
-    store = await store_factory()
+async def test_create_run_queued(engine_store_factory: StoreFactory) -> None:
+    store = await engine_store_factory()
     metadata = new_metadata(workflow_version="v2", input={"sku": "x"})
-    state = await RunEngine(store).create_run(metadata)
+    state = await make_engine(store).create_run(metadata)
     assert (state.status, state.attempt, state.last_seq) == (RunStatus.QUEUED, 1, 1)
     assert state.queued_at is not None
     assert state.started_at is None
@@ -139,10 +140,10 @@ async def test_create_run_queued(store_factory: StoreFactory) -> None:
 
 
 async def test_create_run_sync_is_queued_then_running_in_one_write(
-    store_factory: StoreFactory,
+    engine_store_factory: StoreFactory,
 ) -> None:
-    store = await store_factory()
-    state = await RunEngine(store).create_run(new_metadata(), mode="sync")
+    store = await engine_store_factory()
+    state = await make_engine(store).create_run(new_metadata(), mode="sync")
     assert (state.status, state.last_seq) == (RunStatus.RUNNING, 2)
     assert state.started_at is not None
     events = await assert_consistent(store, state)
@@ -157,22 +158,22 @@ async def test_create_run_refuses_unknown_mode() -> None:
     assert await engine.get_run(metadata.run_id) is None
 
 
-async def test_already_exists_from_the_guard(store_factory: StoreFactory) -> None:
-    store = WrappedStore(await store_factory())
-    engine = RunEngine(store)
+async def test_already_exists_from_the_guard(engine_store_factory: StoreFactory) -> None:
+    store = WrappedStore(await engine_store_factory())
+    engine = make_engine(store)
     metadata = new_metadata()
     await engine.create_run(metadata)
     with pytest.raises(RunAlreadyExists) as caught:
-        await RunEngine(store).create_run(metadata, mode="sync")
+        await make_engine(store).create_run(metadata, mode="sync")
     assert caught.value.code == "RUN_ALREADY_EXISTS"
     assert caught.value.same_request is False
     assert [e.type for e in await store.list_events(metadata.run_id)] == ["RunQueued"]
 
 
 async def test_already_exists_from_the_store_when_the_guard_loses_the_race(
-    store_factory: StoreFactory,
+    engine_store_factory: StoreFactory,
 ) -> None:
-    inner = await store_factory()
+    inner = await engine_store_factory()
     metadata = new_metadata()
 
     class RacingStore(WrappedStore):
@@ -189,7 +190,7 @@ async def test_already_exists_from_the_store_when_the_guard_loses_the_race(
 
     store = RacingStore(inner)
     with pytest.raises(RunAlreadyExists) as caught:
-        await RunEngine(store).create_run(metadata, idempotency_key="req-1")
+        await make_engine(store).create_run(metadata, idempotency_key="req-1")
     assert store.guard_reads == 1
     assert caught.value.same_request is False
     stored = await inner.get_run_metadata_by_run_id(metadata.run_id)
@@ -197,15 +198,17 @@ async def test_already_exists_from_the_store_when_the_guard_loses_the_race(
     assert stored.workflow == "rival"
 
 
-async def test_retry_after_ambiguous_commit_returns_the_run(store_factory: StoreFactory) -> None:
-    inner = await store_factory()
+async def test_retry_after_ambiguous_commit_returns_the_run(
+    engine_store_factory: StoreFactory,
+) -> None:
+    inner = await engine_store_factory()
 
     class LostReplyStore(WrappedStore):
         async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
             await super().bootstrap_run_tx(input)
             raise StoreUnavailable("connection lost after COMMIT")
 
-    engine = RunEngine(LostReplyStore(inner))
+    engine = make_engine(LostReplyStore(inner))
     metadata = new_metadata()
     with pytest.raises(StoreUnavailable):
         await engine.create_run(metadata, mode="sync", idempotency_key="req-7")
@@ -220,8 +223,8 @@ async def test_retry_after_ambiguous_commit_returns_the_run(store_factory: Store
         await engine.create_run(metadata, mode="sync", idempotency_key="req-8")
 
 
-async def test_store_same_request_is_treated_as_success(store_factory: StoreFactory) -> None:
-    inner = await store_factory()
+async def test_store_same_request_is_treated_as_success(engine_store_factory: StoreFactory) -> None:
+    inner = await engine_store_factory()
     metadata = new_metadata()
 
     class BlindGuardStore(WrappedStore):
@@ -233,9 +236,9 @@ async def test_store_same_request_is_treated_as_success(store_factory: StoreFact
                 return None
             return await super().get_run_metadata_by_run_id(run_id)
 
-    await RunEngine(inner).create_run(metadata, idempotency_key="req-1")
+    await make_engine(inner).create_run(metadata, idempotency_key="req-1")
     store = BlindGuardStore(inner)
-    state = await RunEngine(store).create_run(metadata, idempotency_key="req-1")
+    state = await make_engine(store).create_run(metadata, idempotency_key="req-1")
     assert state.status is RunStatus.QUEUED
     assert state.last_seq == 1
 
@@ -243,9 +246,9 @@ async def test_store_same_request_is_treated_as_success(store_factory: StoreFact
 # -- commands -----------------------------------------------------------------------------------
 
 
-async def test_a_run_through_its_life(store_factory: StoreFactory) -> None:
-    store = await store_factory()
-    engine = RunEngine(store)
+async def test_a_run_through_its_life(engine_store_factory: StoreFactory) -> None:
+    store = await engine_store_factory()
+    engine = make_engine(store)
     run_id = (await engine.create_run(new_metadata())).run_id
     states = [
         await engine.start(run_id, worker="w1"),
@@ -271,9 +274,9 @@ async def test_a_run_through_its_life(store_factory: StoreFactory) -> None:
     assert caught.value.from_status == "SUCCEEDED"
 
 
-async def test_cancel_from_running_asks_then_confirms(store_factory: StoreFactory) -> None:
-    store = await store_factory()
-    engine = RunEngine(store)
+async def test_cancel_from_running_asks_then_confirms(engine_store_factory: StoreFactory) -> None:
+    store = await engine_store_factory()
+    engine = make_engine(store)
     run_id = (await engine.create_run(new_metadata(), mode="sync")).run_id
     asked = await engine.cancel(run_id, reason="user")
     assert (asked.status, asked.cancel_requested) == (RunStatus.CANCELLING, True)
@@ -284,12 +287,14 @@ async def test_cancel_from_running_asks_then_confirms(store_factory: StoreFactor
         await engine.cancel(run_id)
 
 
-async def test_ten_concurrent_starts_write_one_run_started(store_factory: StoreFactory) -> None:
-    store = await store_factory()
-    racers = [YieldingStore(await store_factory()) for _ in range(10)]
+async def test_ten_concurrent_starts_write_one_run_started(
+    engine_store_factory: StoreFactory,
+) -> None:
+    store = await engine_store_factory()
+    racers = [YieldingStore(await engine_store_factory()) for _ in range(10)]
     # One engine (serialized by its per-run lock), then ten engines racing through the store.
-    for engines in ([RunEngine(store)] * 10, [RunEngine(racer) for racer in racers]):
-        run_id = (await RunEngine(store).create_run(new_metadata())).run_id
+    for engines in ([make_engine(store)] * 10, [make_engine(racer) for racer in racers]):
+        run_id = (await make_engine(store).create_run(new_metadata())).run_id
         outcomes = await asyncio.gather(
             *(engine.start(run_id) for engine in engines), return_exceptions=True
         )
@@ -308,12 +313,12 @@ async def test_ten_concurrent_starts_write_one_run_started(store_factory: StoreF
         assert sum(racer.conflicts for racer in racers) == 9
 
 
-async def test_idempotency_key_makes_commands_retryable(store_factory: StoreFactory) -> None:
-    store = await store_factory()
-    engine = RunEngine(store)
+async def test_idempotency_key_makes_commands_retryable(engine_store_factory: StoreFactory) -> None:
+    store = await engine_store_factory()
+    engine = make_engine(store)
     run_id = (await engine.create_run(new_metadata())).run_id
     first = await engine.start(run_id, idempotency_key="start-1")
-    again = await RunEngine(store).start(run_id, idempotency_key="start-1")
+    again = await make_engine(store).start(run_id, idempotency_key="start-1")
     assert first == again
     await engine.succeed(run_id, output=1, idempotency_key="done-1")
     # Retried after the run moved on: the key is in the log, so no error and no write.
@@ -329,10 +334,10 @@ async def test_idempotency_key_makes_commands_retryable(store_factory: StoreFact
 
 
 async def test_record_on_unknown_run_raises_and_creates_nothing(
-    store_factory: StoreFactory,
+    engine_store_factory: StoreFactory,
 ) -> None:
-    store = await store_factory()
-    engine = RunEngine(store)
+    store = await engine_store_factory()
+    engine = make_engine(store)
     with pytest.raises(RunNotFound) as caught:
         await engine.record("ghost", RunEventInput(type="StepStarted", payload={"step": "a"}))
     assert caught.value.code == "RUN_NOT_FOUND"
@@ -342,8 +347,8 @@ async def test_record_on_unknown_run_raises_and_creates_nothing(
     assert await store.get_run_metadata_by_run_id("ghost") is None
 
 
-async def test_conflicts_are_retried_then_reraised(store_factory: StoreFactory) -> None:
-    inner = await store_factory()
+async def test_conflicts_are_retried_then_reraised(engine_store_factory: StoreFactory) -> None:
+    inner = await engine_store_factory()
 
     class NoisyStore(WrappedStore):
         interferences = 0
@@ -358,7 +363,7 @@ async def test_conflicts_are_retried_then_reraised(store_factory: StoreFactory) 
             return await super().append_and_enqueue_tx(run_id, events, expected_seq=expected_seq)
 
     store = NoisyStore(inner)
-    engine = RunEngine(store, max_conflict_retries=3)
+    engine = make_engine(store, max_conflict_retries=3)
     run_id = (await engine.create_run(new_metadata())).run_id
     store.interferences = 3
     state = await engine.start(run_id)
@@ -395,9 +400,9 @@ async def test_record_stamps_builtin_versions_and_checks_custom_ones() -> None:
     assert state.current_step == "pack"
 
 
-async def test_cache_sees_writes_from_other_engines(store_factory: StoreFactory) -> None:
-    store = await store_factory()
-    cached, other = RunEngine(store), RunEngine(await store_factory())
+async def test_cache_sees_writes_from_other_engines(engine_store_factory: StoreFactory) -> None:
+    store = await engine_store_factory()
+    cached, other = make_engine(store), make_engine(await engine_store_factory())
     run_id = (await cached.create_run(new_metadata())).run_id
     await other.start(run_id)
     await other.record(run_id, RunEventInput(type="StepStarted", payload={"step": "x"}))

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from conftest import make_engine
 from runstate import (
     InvalidTransition,
     RunEngine,
@@ -97,10 +98,10 @@ def test_next_status_agrees_with_the_contract(status: RunStatus, event_type: str
 
 @pytest.mark.parametrize(("status", "event_type"), PAIRS, ids=[f"{s}-{e}" for s, e in PAIRS])
 async def test_engine_applies_the_table(
-    store_factory: StoreFactory, status: RunStatus, event_type: str
+    engine_store_factory: StoreFactory, status: RunStatus, event_type: str
 ) -> None:
-    store = await store_factory()
-    engine = RunEngine(store)
+    store = await engine_store_factory()
+    engine = make_engine(store)
     run_id = await reach(engine, status)
     before = await store.list_events(run_id)
     expected = expected_after(status, event_type)
@@ -125,7 +126,7 @@ async def test_engine_applies_the_table(
     if event_type == "RunRetryScheduled":
         assert state.attempt == 2
     # A second engine on a fresh store object (no cache) sees the same state.
-    fresh = await RunEngine(await store_factory(), cache_size=0).get_run(run_id)
+    fresh = await make_engine(await engine_store_factory(), cache_size=0).get_run(run_id)
     assert fresh == state
 
 
@@ -154,10 +155,10 @@ def command_event(status: RunStatus, command: str) -> str:
     ("status", "command"), COMMAND_PAIRS, ids=[f"{s}-{c}" for s, c in COMMAND_PAIRS]
 )
 async def test_commands_follow_the_table(
-    store_factory: StoreFactory, status: RunStatus, command: str
+    engine_store_factory: StoreFactory, status: RunStatus, command: str
 ) -> None:
-    store = await store_factory()
-    engine = RunEngine(store)
+    store = await engine_store_factory()
+    engine = make_engine(store)
     run_id = await reach(engine, status)
     before = await store.list_events(run_id)
     event_type = command_event(status, command)

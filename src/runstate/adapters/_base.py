@@ -1,10 +1,13 @@
-"""What every adapter shares: the closed-store check and ``async with``, per-waiter error
-copies, first-occurrence dedupe, and building results without reading them back."""
+"""What every adapter shares: the closed-store check and ``async with`` (``with`` for the
+synchronous stores), outbox waiters on any loop or thread, per-waiter error copies,
+first-occurrence dedupe, and building results without reading them back."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Self
 
@@ -52,6 +55,128 @@ class StoreBase:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed()
+
+
+class SyncStoreBase:
+    """``StoreBase`` for the synchronous stores of ``runstate.sync``: ``with`` and ``close()``."""
+
+    _closed: bool = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release the store's resources; it is unusable afterwards. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
+
+    def _close(self) -> None:
+        """Release what the adapter holds; called once, by ``close``."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed()
+
+
+class AsyncWaiter:
+    """One ``wait_for_outbox`` call on an event loop; ``wake`` is safe from any thread."""
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def is_set(self) -> bool:
+        """Whether a write woke this waiter."""
+        return self._event.is_set()
+
+    def wake(self) -> None:
+        """Wake the waiter: at once on its own loop, through the loop from anywhere else."""
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is self._loop:
+            self._event.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; return whether a write woke the waiter."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        return self._event.is_set()
+
+
+class ThreadWaiter:
+    """One ``wait_for_outbox`` call of a synchronous store, blocking its thread."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def is_set(self) -> bool:
+        """Whether a write woke this waiter."""
+        return self._event.is_set()
+
+    def wake(self) -> None:
+        """Wake the waiter, from any thread."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; return whether a write woke the waiter."""
+        return self._event.wait(timeout)
+
+
+class OutboxWaiters:
+    """The ``wait_for_outbox`` calls on one store's data, woken by writes through any store.
+
+    Waiters sit on any event loop or thread, so async and synchronous stores on the same data
+    (a ``memory://name``, one SQLite file) wake each other's relays.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: set[AsyncWaiter | ThreadWaiter] = set()
+
+    def wake(self) -> None:
+        """Wake every waiter."""
+        if self._waiters:
+            # list(): a snapshot taken in one step, while other threads add and discard.
+            for waiter in list(self._waiters):
+                waiter.wake()
+
+    @contextlib.contextmanager
+    def async_waiter(self) -> Iterator[AsyncWaiter]:
+        """Register a waiter on the running event loop for the duration of the block."""
+        waiter = AsyncWaiter()
+        self._waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiters.discard(waiter)
+
+    @contextlib.contextmanager
+    def thread_waiter(self) -> Iterator[ThreadWaiter]:
+        """Register a waiter of the calling thread for the duration of the block."""
+        waiter = ThreadWaiter()
+        self._waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiters.discard(waiter)
 
 
 def copy_error(error: BaseException) -> BaseException:

@@ -1,13 +1,15 @@
 """The in-memory store: a complete adapter for tests, notebooks and single-process engines.
 
 Every write is one synchronous block with no ``await`` between its checks and its writes,
-so concurrent tasks on the event loop can never interleave inside a transaction.
-Payloads are copied on the way in; events handed back are shared, so treat them as read-only.
+under the data's lock, so neither concurrent tasks on an event loop nor threads (the
+synchronous store of ``runstate.sync`` shares the data of a ``memory://name``) can interleave
+inside a transaction. Payloads are copied on the way in; events handed back are shared, so
+treat them as read-only.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -49,7 +51,7 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
-from ._base import StoreBase, is_same_bootstrap, unique_first_event_ids
+from ._base import OutboxWaiters, StoreBase, is_same_bootstrap, unique_first_event_ids
 
 
 class _Run:
@@ -109,22 +111,27 @@ class _MemoryData:
         self.deliveries: dict[int, _Delivery] = {}
         # Delivered records kept for retention: (delivered at, outbox id), oldest first.
         self.delivered_log: deque[tuple[datetime, int]] = deque()
-        # One event per waiting task, so waiters on different event loops never share one.
-        self.waiters: set[asyncio.Event] = set()
+        self.waiters = OutboxWaiters()
+        # Held by every read and write of every store on this data, async or synchronous:
+        # each is one short block without I/O, so the lock is never held long.
+        self.lock = threading.Lock()
 
     def wake_waiters(self) -> None:
-        for waiter in self.waiters:
-            waiter.set()
+        self.waiters.wake()
 
 
 _named: weakref.WeakValueDictionary[str, _MemoryData] = weakref.WeakValueDictionary()
 
 
+_named_lock = threading.Lock()
+
+
 def _shared_data(name: str) -> _MemoryData:
-    data = _named.get(name)
-    if data is None:
-        data = _named[name] = _MemoryData()
-    return data
+    with _named_lock:
+        data = _named.get(name)
+        if data is None:
+            data = _named[name] = _MemoryData()
+        return data
 
 
 async def open_memory_store(url: StoreUrl, options: dict[str, Any]) -> MemoryStore:
@@ -149,6 +156,7 @@ class MemoryStore(StoreBase):
         self.name = name
         self._data = _MemoryData() if name is None else _shared_data(name)
         self._runs = self._data.runs
+        self._lock = self._data.lock
 
     async def _close(self) -> None:
         """Nothing to release: the data goes when no handle references it."""
@@ -157,12 +165,13 @@ class MemoryStore(StoreBase):
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
-        run_id = checked_metadata.metadata.run_id
-        existing = self._runs.get(run_id)
-        if existing is not None:
-            raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
-        run = self._runs[run_id] = _Run(_copy_metadata(checked_metadata))
-        return self._append(run_id, run, checked_events)
+        with self._lock:
+            run_id = checked_metadata.metadata.run_id
+            existing = self._runs.get(run_id)
+            if existing is not None:
+                raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
+            run = self._runs[run_id] = _Run(_copy_metadata(checked_metadata))
+            return self._append(run_id, run, checked_events)
 
     async def append_and_enqueue_tx(
         self,
@@ -174,12 +183,15 @@ class MemoryStore(StoreBase):
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        run = self._runs.get(run_id)
-        if run is None:
-            raise RunNotFound(run_id)
-        if expected_seq is not None and expected_seq != len(run.events):
-            raise ConcurrencyConflict(run_id, expected_seq=expected_seq, actual_seq=len(run.events))
-        return self._append(run_id, run, checked)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            if expected_seq is not None and expected_seq != len(run.events):
+                raise ConcurrencyConflict(
+                    run_id, expected_seq=expected_seq, actual_seq=len(run.events)
+                )
+            return self._append(run_id, run, checked)
 
     def _append(self, run_id: str, run: _Run, checked: list[CheckedEvent]) -> AppendResult:
         data = self._data
@@ -223,18 +235,20 @@ class MemoryStore(StoreBase):
         self._check_open()
         check_identifier(run_id, "run_id")
         check_page(after_seq, limit)
-        run = self._runs.get(run_id)
-        if run is None:
-            return []
-        end = len(run.events) if limit is None else after_seq + limit
-        return run.events[after_seq:end]
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return []
+            end = len(run.events) if limit is None else after_seq + limit
+            return run.events[after_seq:end]
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
         self._check_open()
         check_identifier(run_id, "run_id")
-        run = self._runs.get(run_id)
-        return None if run is None else run.metadata
+        with self._lock:
+            run = self._runs.get(run_id)
+            return None if run is None else run.metadata
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -250,39 +264,47 @@ class MemoryStore(StoreBase):
         """Return runs newest first (``created_at``, then ``run_id``, descending)."""
         self._check_open()
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
-        selected = [
-            run
-            for run in self._runs.values()
-            if (workflow is None or run.metadata.workflow == workflow)
-            and (tenant_id is None or run.metadata.tenant_id == tenant_id)
-            and (created_after is None or run.metadata.created_at > created_after)
-        ]
-        selected.sort(key=lambda run: (run.metadata.created_at, run.metadata.run_id), reverse=True)
-        return [
-            RunSummary(
-                metadata=run.metadata,
-                last_seq=len(run.events),
-                updated_at=run.events[-1].recorded_at,
+        with self._lock:
+            selected = [
+                run
+                for run in self._runs.values()
+                if (workflow is None or run.metadata.workflow == workflow)
+                and (tenant_id is None or run.metadata.tenant_id == tenant_id)
+                and (created_after is None or run.metadata.created_at > created_after)
+            ]
+            selected.sort(
+                key=lambda run: (run.metadata.created_at, run.metadata.run_id), reverse=True
             )
-            for run in selected[offset : offset + limit]
-        ]
+            return [
+                RunSummary(
+                    metadata=run.metadata,
+                    last_seq=len(run.events),
+                    updated_at=run.events[-1].recorded_at,
+                )
+                for run in selected[offset : offset + limit]
+            ]
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run after ``cursor``, in position order."""
         self._check_open()
         after = parse_position_cursor(cursor, limit)
-        # Writes are synchronous blocks, so positions become visible strictly in order.
-        found = [
-            event for run in self._runs.values() for event in run.events if event.position > after
-        ]
-        found.sort(key=lambda event: event.position)
-        page = tuple(found[:limit])
-        return FeedPage(events=page, cursor=str(page[-1].position) if page else str(after))
+        with self._lock:
+            # Writes are synchronous blocks, so positions become visible strictly in order.
+            found = [
+                event
+                for run in self._runs.values()
+                for event in run.events
+                if event.position > after
+            ]
+            found.sort(key=lambda event: event.position)
+            page = tuple(found[:limit])
+            return FeedPage(events=page, cursor=str(page[-1].position) if page else str(after))
 
     async def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""
         self._check_open()
-        return str(self._data.last_position)
+        with self._lock:
+            return str(self._data.last_position)
 
     # -- outbox -------------------------------------------------------------------------
 
@@ -292,39 +314,42 @@ class MemoryStore(StoreBase):
         """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
         self._check_open()
         check_claim(owner, limit, lease_seconds)
-        data = self._data
-        now = utc_now()
-        expires = now + timedelta(seconds=lease_seconds)
-        claimed: list[OutboxRecord] = []
-        # Oldest head first, so a busy run cannot starve the others.
-        heads = sorted(
-            (run.pending[0].position, run_id) for run_id, run in self._runs.items() if run.pending
-        )
-        for _, run_id in heads:
-            run = self._runs[run_id]
-            for event in run.pending:
-                if len(claimed) >= limit:
-                    return claimed
-                if event.position not in data.undelivered:
-                    continue
-                delivery = data.deliveries.get(event.position)
-                if delivery is None:
-                    delivery = data.deliveries[event.position] = _Delivery()
-                elif not delivery.claimable(now):
-                    break
-                delivery.lease_owner = owner
-                delivery.lease_expires_at = expires
-                claimed.append(
-                    OutboxRecord(
-                        outbox_id=event.position,
-                        event=event,
-                        workflow=run.metadata.workflow,
-                        attempts=delivery.attempts,
-                        lease_owner=owner,
-                        lease_expires_at=expires,
+        with self._lock:
+            data = self._data
+            now = utc_now()
+            expires = now + timedelta(seconds=lease_seconds)
+            claimed: list[OutboxRecord] = []
+            # Oldest head first, so a busy run cannot starve the others.
+            heads = sorted(
+                (run.pending[0].position, run_id)
+                for run_id, run in self._runs.items()
+                if run.pending
+            )
+            for _, run_id in heads:
+                run = self._runs[run_id]
+                for event in run.pending:
+                    if len(claimed) >= limit:
+                        return claimed
+                    if event.position not in data.undelivered:
+                        continue
+                    delivery = data.deliveries.get(event.position)
+                    if delivery is None:
+                        delivery = data.deliveries[event.position] = _Delivery()
+                    elif not delivery.claimable(now):
+                        break
+                    delivery.lease_owner = owner
+                    delivery.lease_expires_at = expires
+                    claimed.append(
+                        OutboxRecord(
+                            outbox_id=event.position,
+                            event=event,
+                            workflow=run.metadata.workflow,
+                            attempts=delivery.attempts,
+                            lease_owner=owner,
+                            lease_expires_at=expires,
+                        )
                     )
-                )
-        return claimed
+            return claimed
 
     def _owned(self, outbox_id: int, owner: str) -> _Delivery | None:
         delivery = self._data.deliveries.get(outbox_id)
@@ -336,22 +361,23 @@ class MemoryStore(StoreBase):
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
-        data = self._data
-        done = 0
-        touched: set[str] = set()
-        delivered_at = utc_now()
-        for outbox_id in ids:
-            if self._owned(outbox_id, owner) is None:
-                continue
-            del data.deliveries[outbox_id]
-            touched.add(data.undelivered.pop(outbox_id).run_id)
-            data.delivered_log.append((delivered_at, outbox_id))
-            done += 1
-        for run_id in touched:
-            pending = self._runs[run_id].pending
-            while pending and pending[0].position not in data.undelivered:
-                pending.popleft()
-        return done
+        with self._lock:
+            data = self._data
+            done = 0
+            touched: set[str] = set()
+            delivered_at = utc_now()
+            for outbox_id in ids:
+                if self._owned(outbox_id, owner) is None:
+                    continue
+                del data.deliveries[outbox_id]
+                touched.add(data.undelivered.pop(outbox_id).run_id)
+                data.delivered_log.append((delivered_at, outbox_id))
+                done += 1
+            for run_id in touched:
+                pending = self._runs[run_id].pending
+                while pending and pending[0].position not in data.undelivered:
+                    pending.popleft()
+            return done
 
     async def mark_failed(
         self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
@@ -359,93 +385,95 @@ class MemoryStore(StoreBase):
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
         text = check_failure(outbox_id, owner, error, retry_at)
-        delivery = self._owned(outbox_id, owner)
-        if delivery is None:
-            return
-        delivery.attempts += 1
-        delivery.last_error = text
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
-        if retry_at is None:
-            delivery.dead = True
-        else:
-            delivery.available_at = retry_at
+        with self._lock:
+            delivery = self._owned(outbox_id, owner)
+            if delivery is None:
+                return
+            delivery.attempts += 1
+            delivery.last_error = text
+            delivery.lease_owner = None
+            delivery.lease_expires_at = None
+            if retry_at is None:
+                delivery.dead = True
+            else:
+                delivery.available_at = retry_at
 
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
-        for outbox_id in check_outbox_ids(outbox_ids, owner):
-            delivery = self._owned(outbox_id, owner)
-            if delivery is not None:
-                delivery.lease_owner = None
-                delivery.lease_expires_at = None
-        self._data.wake_waiters()
+        ids = check_outbox_ids(outbox_ids, owner)
+        with self._lock:
+            for outbox_id in ids:
+                delivery = self._owned(outbox_id, owner)
+                if delivery is not None:
+                    delivery.lease_owner = None
+                    delivery.lease_expires_at = None
+            self._data.wake_waiters()
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""
         self._check_open()
         check_identifier(run_id, "run_id", optional=True)
-        data = self._data
-        count = 0
-        for outbox_id, delivery in data.deliveries.items():
-            if not delivery.dead:
-                continue
-            if run_id is not None and data.undelivered[outbox_id].run_id != run_id:
-                continue
-            delivery.dead = False
-            delivery.attempts = 0
-            delivery.available_at = None
-            count += 1
-        if count:
-            data.wake_waiters()
-        return count
+        with self._lock:
+            data = self._data
+            count = 0
+            for outbox_id, delivery in data.deliveries.items():
+                if not delivery.dead:
+                    continue
+                if run_id is not None and data.undelivered[outbox_id].run_id != run_id:
+                    continue
+                delivery.dead = False
+                delivery.attempts = 0
+                delivery.available_at = None
+                count += 1
+            if count:
+                data.wake_waiters()
+            return count
 
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
-        data = self._data
-        now = utc_now()
-        in_flight = sum(1 for d in data.deliveries.values() if not d.dead and d.leased(now))
-        dead = sum(1 for d in data.deliveries.values() if d.dead)
-        oldest: datetime | None = None
-        for run in self._runs.values():
-            for event in run.pending:
-                delivery = data.deliveries.get(event.position)
-                if event.position in data.undelivered and (delivery is None or not delivery.dead):
-                    if oldest is None or event.recorded_at < oldest:
-                        oldest = event.recorded_at
-                    break
-        return OutboxStats(
-            pending=len(data.undelivered) - in_flight - dead,
-            in_flight=in_flight,
-            dead=dead,
-            delivered=len(data.delivered_log),
-            oldest_pending_at=oldest,
-        )
+        with self._lock:
+            data = self._data
+            now = utc_now()
+            in_flight = sum(1 for d in data.deliveries.values() if not d.dead and d.leased(now))
+            dead = sum(1 for d in data.deliveries.values() if d.dead)
+            oldest: datetime | None = None
+            for run in self._runs.values():
+                for event in run.pending:
+                    delivery = data.deliveries.get(event.position)
+                    if event.position in data.undelivered and (
+                        delivery is None or not delivery.dead
+                    ):
+                        if oldest is None or event.recorded_at < oldest:
+                            oldest = event.recorded_at
+                        break
+            return OutboxStats(
+                pending=len(data.undelivered) - in_flight - dead,
+                in_flight=in_flight,
+                dead=dead,
+                delivered=len(data.delivered_log),
+                oldest_pending_at=oldest,
+            )
 
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
         self._check_open()
         check_purge(older_than, limit)
-        log = self._data.delivered_log
-        purged = 0
-        while log and purged < limit and log[0][0] < older_than:
-            log.popleft()
-            purged += 1
-        return purged
+        with self._lock:
+            log = self._data.delivered_log
+            purged = 0
+            while log and purged < limit and log[0][0] < older_than:
+                log.popleft()
+                purged += 1
+            return purged
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds."""
         self._check_open()
         timeout = check_wait_timeout(timeout)
-        waiter = asyncio.Event()
-        self._data.waiters.add(waiter)
-        try:
-            await asyncio.wait_for(waiter.wait(), timeout)
-        except TimeoutError:
-            return
-        finally:
-            self._data.waiters.discard(waiter)
+        with self._data.waiters.async_waiter() as waiter:
+            await waiter.wait(timeout)
 
 
 def _is_same_bootstrap(input: RunBootstrapInput, existing: _Run) -> bool:

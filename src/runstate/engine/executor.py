@@ -4,6 +4,9 @@ The handler gets a ``RunContext`` to record steps; its return value becomes the 
 an exception schedules a retry (up to ``max_attempts``) and then fails the run. Cancellation
 and pausing are cooperative: they take effect at the next step boundary (``ctx.step`` or
 ``ctx.checkpoint``).
+
+``runstate.sync`` has the same executor for plain functions, generated from this module
+(``tools/async_to_sync.py``): its ``Worker`` drives runs on threads.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from types import TracebackType
 
 from ..errors import InvalidInput, InvalidTransition, RunCancelledError, RunNotFound
 from ..types import JSON, RunEventInput, RunMetadata
+from ._workers import WorkerTasks
 from .lifecycle import STEP_FAILED, STEP_STARTED, STEP_SUCCEEDED, RunStatus
 from .projector import RunState
 from .run_engine import RunEngine
@@ -177,10 +181,11 @@ async def _after_failure(
 
 
 class Worker:
-    """Runs queued runs with ``concurrency`` tasks; fed by queued ``create_run`` and ``submit``.
+    """Runs queued runs with ``concurrency`` workers; fed by queued ``create_run`` and ``submit``.
 
     ``async with Worker(engine, handler) as worker: ...`` starts it and subscribes it to the
     engine's queued runs; ``await worker.join()`` waits until every submitted run is handled.
+    The workers are asyncio tasks (threads in ``runstate.sync``).
     """
 
     def __init__(
@@ -207,9 +212,10 @@ class Worker:
         self.retry_delay = retry_delay
         self.poll_interval = poll_interval
         self.name = name
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        # None tells a worker to end (threads of runstate.sync cannot be cancelled).
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._active: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers = WorkerTasks()
         self._unsubscribe: Callable[[], None] | None = None
         self.results: dict[str, RunState] = {}
 
@@ -218,28 +224,26 @@ class Worker:
         self._queue.put_nowait(run_id)
 
     async def start(self) -> None:
-        """Start the worker tasks and take every run the engine creates queued."""
-        if self._tasks:
+        """Start the workers and take every run the engine creates queued."""
+        if self._workers:
             return
         self._unsubscribe = self.engine.on_queued(lambda state: self.submit(state.run_id))
-        self._tasks = [
-            asyncio.create_task(self._work(index), name=f"{self.name}-{index}")
-            for index in range(self.concurrency)
-        ]
+        self._workers.start(self.concurrency, self._work, self.name)
 
     async def join(self) -> None:
         """Wait until every run submitted so far has been handled."""
         await self._queue.join()
 
     async def stop(self) -> None:
-        """Stop taking runs and cancel the worker tasks; runs in progress stay as they are."""
+        """Stop taking runs and end the workers; runs still queued stay queued.
+
+        Tasks are cancelled, and the runs they drive stay as they are (RUNNING); threads
+        (``runstate.sync``) finish the run they drive first.
+        """
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._workers.stop(self._queue)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -257,8 +261,14 @@ class Worker:
         while True:
             run_id = await self._queue.get()
             try:
+                if run_id is None:
+                    return
+                if self._workers.stopping:
+                    # Left for a later start, behind the signals to end that stop() queued.
+                    self._queue.put_nowait(run_id)
+                    continue
                 if run_id in self._active:
-                    continue  # the task driving it already handles the run
+                    continue  # the worker driving it already handles the run
                 self._active.add(run_id)
                 try:
                     state = await drive(
@@ -292,7 +302,7 @@ async def run_sync(
     retry_delay: float = 0.0,
     idempotency_key: str | None = None,
 ) -> RunState:
-    """Create a run already RUNNING (``mode="sync"``) and drive it in this task to an outcome."""
+    """Create a run already RUNNING (``mode="sync"``) and drive it to an outcome, in the caller."""
     await engine.create_run(metadata, mode="sync", idempotency_key=idempotency_key)
     state = await drive(
         engine,

@@ -5,6 +5,9 @@ and appends with ``expected_seq`` set to the seq it read, so a command decided o
 can never be written: on ``ConcurrencyConflict`` it re-reads and decides again, a bounded
 number of times. Commands of one engine on one run are also serialized by a per-run lock, so
 conflicts only arise between engines (processes, hosts) sharing a store.
+
+``runstate.sync.RunEngine`` is generated from this module (``tools/async_to_sync.py``): the
+same logic, blocking, with a ``threading.Lock`` per run.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class RunEngine:
     ``upcasters`` is the schema-evolution registry the engine projects with (default: the
     built-in one); ``max_conflict_retries`` bounds re-reads after ``ConcurrencyConflict``;
     ``cache_size`` runs keep their projected state in memory so a command reads only the events
-    after it (0 disables the cache). Use one engine from one event loop.
+    after it (0 disables the cache). Share one engine within one event loop (the engine of
+    ``runstate.sync``: between any number of threads).
     """
 
     def __init__(
@@ -83,7 +87,7 @@ class RunEngine:
         self.upcasters = UpcasterRegistry() if upcasters is None else upcasters
         self.max_conflict_retries = max_conflict_retries
         self._cache = StateCache(cache_size)
-        self._locks = RunLocks()
+        self._locks = RunLocks(asyncio.Lock)
         self._queued_listeners: list[QueuedListener] = []
 
     # -- reads -----------------------------------------------------------------------------
@@ -312,45 +316,51 @@ class RunEngine:
         *,
         template: RunEventInput | None = None,
     ) -> RunState:
-        async with self._locks.hold(run_id):
-            conflicts = 0
-            while True:
-                entry = await self._load(run_id)
-                if entry is None:
-                    raise RunNotFound(run_id)
-                state = entry.state
-                if event_id is not None and event_id in entry.event_ids:
-                    return state
-                event_type = decide(state)
-                if next_status(state.status, event_type) is None:
-                    raise InvalidTransition(run_id, from_status=state.status, event_type=event_type)
-                if template is not None:
-                    event = template
-                else:
-                    event = _builtin(event_type, payload, event_id or new_event_id())
-                try:
-                    result = await self.store.append_and_enqueue_tx(
-                        run_id, [event], expected_seq=state.last_seq
-                    )
-                except ConcurrencyConflict:
-                    conflicts += 1
-                    if conflicts > self.max_conflict_retries:
-                        raise
-                    # Jitter, so engines racing on one run do not collide in lockstep.
-                    await asyncio.sleep(random.random() * min(0.001 * 2**conflicts, 0.05))
-                    continue
-                if not result.appended:
-                    # Deduplicated: the id landed between our read and write; re-read.
-                    conflicts += 1
-                    if conflicts > self.max_conflict_retries:
-                        raise ConcurrencyConflict(
-                            run_id, expected_seq=state.last_seq, actual_seq=result.last_seq
+        lock = self._locks.take(run_id)
+        try:
+            async with lock:
+                conflicts = 0
+                while True:
+                    entry = await self._load(run_id)
+                    if entry is None:
+                        raise RunNotFound(run_id)
+                    state = entry.state
+                    if event_id is not None and event_id in entry.event_ids:
+                        return state
+                    event_type = decide(state)
+                    if next_status(state.status, event_type) is None:
+                        raise InvalidTransition(
+                            run_id, from_status=state.status, event_type=event_type
                         )
-                    continue
-                # We hold the run's lock, so the entry stood at ``state``: folding our own
-                # events into it gives the state the append produced.
-                entry.fold(result.appended, self.upcasters)
-                return entry.state
+                    if template is not None:
+                        event = template
+                    else:
+                        event = _builtin(event_type, payload, event_id or new_event_id())
+                    try:
+                        result = await self.store.append_and_enqueue_tx(
+                            run_id, [event], expected_seq=state.last_seq
+                        )
+                    except ConcurrencyConflict:
+                        conflicts += 1
+                        if conflicts > self.max_conflict_retries:
+                            raise
+                        # Jitter, so engines racing on one run do not collide in lockstep.
+                        await asyncio.sleep(random.random() * min(0.001 * 2**conflicts, 0.05))
+                        continue
+                    if not result.appended:
+                        # Deduplicated: the id landed between our read and write; re-read.
+                        conflicts += 1
+                        if conflicts > self.max_conflict_retries:
+                            raise ConcurrencyConflict(
+                                run_id, expected_seq=state.last_seq, actual_seq=result.last_seq
+                            )
+                        continue
+                    # We hold the run's lock, so the entry stood at ``state``: folding our own
+                    # events into it gives the state the append produced.
+                    entry.fold(result.appended, self.upcasters)
+                    return entry.state
+        finally:
+            self._locks.drop(run_id)
 
 
 def _builtin(event_type: str, payload: Mapping[str, JSON], event_id: str) -> RunEventInput:

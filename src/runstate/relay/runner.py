@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -34,11 +35,14 @@ async def run_relay(
     store_options: dict[str, Any] | None = None,
     handle_signals: bool = True,
     retention: timedelta | None = None,
+    on_start: Callable[[Relay], None] | None = None,
 ) -> RelayReport:
     """Open the store and sink, relay (until drained with ``once``, else until SIGTERM/SIGINT).
 
     The first SIGTERM or SIGINT stops gracefully: the batch in flight is finished and leases
-    are released. A second one cancels at once (leases are still released).
+    are released. A second one cancels at once (leases are still released). ``on_start`` is
+    called with the relay once the store and the sink are open, before it delivers anything
+    (``relay.stop()`` then stops it gracefully, as SIGTERM does).
     """
     sink = create_sink(sink_url, **(sink_options or {}))
     async with open_store(store_url, **(store_options or {})) as store:
@@ -58,6 +62,8 @@ async def run_relay(
         )
         await sink.open()
         try:
+            if on_start is not None:
+                on_start(relay)
             if once:
                 await relay.purge_once()
             main = asyncio.ensure_future(relay.run_once() if once else relay.run_forever())

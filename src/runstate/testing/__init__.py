@@ -2,6 +2,7 @@
 
 Requires pytest, pytest-asyncio (``asyncio_mode = "auto"``) and hypothesis, as in the
 ``dev`` extra. The focused suites (store, validation, outbox, catalog) can be used alone.
+``ThreadedStore`` exposes a store of ``runstate.sync`` to them, each call on its own thread.
 """
 
 from .contract import (
@@ -11,11 +12,13 @@ from .contract import (
     StoreContract,
     ValidationContract,
 )
+from .threaded import ThreadedStore
 
 __all__ = [
     "CatalogContract",
     "OutboxContract",
     "RunStateStoreContract",
     "StoreContract",
+    "ThreadedStore",
     "ValidationContract",
 ]

@@ -152,8 +152,12 @@ def prepare_file(path: str) -> None:
     os.close(fd)
 
 
-def connect(options: SQLiteOptions) -> sqlite3.Connection:
-    """Open a configured connection in autocommit mode; the caller's thread owns it."""
+def connect(options: SQLiteOptions, *, shared: bool = False) -> sqlite3.Connection:
+    """Open a configured connection in autocommit mode.
+
+    The caller's thread owns it, unless ``shared``: then any thread may use it, one at a time
+    (the synchronous store's write connection, serialized by its group commit).
+    """
     path = options.path
     prepare_file(path)
     if not os.access(path, os.R_OK | os.W_OK):
@@ -169,6 +173,7 @@ def connect(options: SQLiteOptions) -> sqlite3.Connection:
             timeout=options.busy_timeout,
             isolation_level=None,
             cached_statements=256,
+            check_same_thread=not shared,
         )
     except sqlite3.Error as exc:
         raise translate_error(exc, path) from exc

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from ..._validation import (
@@ -37,7 +39,7 @@ from ...types import (
     RunMetadata,
     RunSummary,
 )
-from .._base import StoreBase
+from .._base import OutboxWaiters, StoreBase
 from ._connect import SQLiteOptions
 from ._migrate import migrate_connection
 from ._ops import (
@@ -58,24 +60,32 @@ from ._writer import ConnectionThread
 POLL_INTERVAL = 0.05
 
 # Waiters of every open store of this process, by database path: a write through one store
-# wakes relays waiting on another store of the same file without waiting for their poll.
-_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+# (async or synchronous) wakes relays waiting on another store of the same file without
+# waiting for their poll. An entry lives while someone waits on that file.
+_waiters: dict[str, OutboxWaiters] = {}
+_watchers: dict[str, int] = {}
+_waiters_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _watching(path: str) -> Iterator[OutboxWaiters]:
+    """The waiters of one database file, registered for the duration of the block."""
+    with _waiters_lock:
+        waiters = _waiters.setdefault(path, OutboxWaiters())
+        _watchers[path] = _watchers.get(path, 0) + 1
+    try:
+        yield waiters
+    finally:
+        with _waiters_lock:
+            _watchers[path] -= 1
+            if not _watchers[path]:
+                del _watchers[path], _waiters[path]
 
 
 def _wake(path: str) -> None:
     waiters = _waiters.get(path)
-    if not waiters:
-        return
-    try:
-        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        current = None
-    for loop, event in list(waiters):
-        if loop is current:
-            event.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(event.set)
+    if waiters is not None:
+        waiters.wake()
 
 
 def _connect_now(connection: sqlite3.Connection) -> None:
@@ -254,7 +264,8 @@ class SQLiteStore(StoreBase):
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
-        return await self._reader.call(read, stats)
+        summary: OutboxStats = await self._reader.call(read, stats)
+        return summary
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds.
@@ -264,27 +275,17 @@ class SQLiteStore(StoreBase):
         """
         self._check_open()
         timeout = check_wait_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        event = asyncio.Event()
-        entry = (loop, event)
-        waiters = _waiters.setdefault(self.path, set())
-        waiters.add(entry)
-        try:
+        deadline = time.monotonic() + timeout
+        with _watching(self.path) as waiters, waiters.async_waiter() as waiter:
             baseline = await self._reader.call(data_version)
             while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or event.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or waiter.is_set():
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(POLL_INTERVAL, remaining))
+                if await waiter.wait(min(POLL_INTERVAL, remaining)):
                     return
                 if self._closed or await self._reader.call(data_version) != baseline:
                     return
-        finally:
-            waiters.discard(entry)
-            if not waiters and _waiters.get(self.path) is waiters:
-                del _waiters[self.path]
 
 
 def _stop_threads(*threads: ConnectionThread) -> None:

@@ -1,7 +1,9 @@
 """The thread that owns a SQLite connection, and group commit of the writes it runs.
 
 Private to ``runstate.adapters.sqlite``. ``ConnectionThread.call`` and ``.write`` hand a job to
-the thread and await its result; everything else runs on the thread itself.
+the thread and await its result; everything else runs on the thread itself. ``write_group``,
+one shared transaction with a savepoint per call, is also what the synchronous store's
+calling threads run (``_callers.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .._base import copy_error
@@ -55,6 +57,59 @@ _WRITE: Any = object()
 _STOP: Any = object()
 
 Outcome = tuple[bool, Any]
+#: A write job: ``function(connection, *args)`` runs inside the write transaction.
+Job = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def failure(exc: BaseException, path: str) -> Outcome:
+    """The outcome of a failed call: driver errors translated, anything else as raised."""
+    if isinstance(exc, sqlite3.Error):
+        error = translate_error(exc, path)
+        error.__cause__ = exc
+        return (False, error)
+    return (False, exc)
+
+
+def attempt(
+    connection: sqlite3.Connection, function: Callable[..., Any], args: tuple[Any, ...], path: str
+) -> Outcome:
+    """Run ``function(connection, *args)`` and return its outcome instead of raising."""
+    try:
+        return (True, function(connection, *args))
+    except BaseException as exc:
+        return failure(exc, path)
+
+
+def write_group(connection: sqlite3.Connection, jobs: Sequence[Job], path: str) -> list[Outcome]:
+    """Run write jobs in one ``BEGIN IMMEDIATE ... COMMIT``, each inside its own savepoint.
+
+    A job that fails rolls back to its savepoint alone. Nothing is returned before the shared
+    commit, so every job stays atomic and durable on return; when the transaction itself is
+    lost, every job fails, each with its own copy of the error.
+    """
+    if len(jobs) == 1:
+        function, args = jobs[0]
+        return [attempt(connection, transaction, (function, *args), path)]
+    outcomes: list[Outcome] = []
+    try:
+        connection.execute(_BEGIN_WRITE)
+        for function, args in jobs:
+            connection.execute(_SAVEPOINT)
+            outcome = attempt(connection, function, args, path)
+            if not connection.in_transaction:
+                # SQLite rolled the whole transaction back (I/O error, full disk).
+                raise outcome[1] if not outcome[0] else RuntimeError("transaction lost")
+            if not outcome[0]:
+                connection.execute(_ROLLBACK_TO_SAVEPOINT)
+            connection.execute(_RELEASE_SAVEPOINT)
+            outcomes.append(outcome)
+        connection.execute(_COMMIT)
+    except BaseException as exc:
+        rollback(connection)
+        ok, error = failure(exc, path)
+        # Nothing of the group was written: every call fails, each with its own error.
+        return [(ok, copy_error(error)) for _ in jobs]
+    return outcomes
 
 
 def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -147,45 +202,21 @@ class ConnectionThread:
             connection = self._connection = connect(self._options)
         return connection
 
-    def _failure(self, exc: BaseException) -> Outcome:
-        if isinstance(exc, sqlite3.Error):
-            error = translate_error(exc, self._options.path)
-            error.__cause__ = exc
-            return (False, error)
-        return (False, exc)
-
     def _attempt(self, function: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
         try:
-            return (True, function(self._connect(), *args))
+            connection = self._connect()
         except BaseException as exc:
-            return self._failure(exc)
+            return failure(exc, self._options.path)
+        return attempt(connection, function, args, self._options.path)
 
     def _write_group(self, group: list[Any]) -> list[Outcome]:
-        if len(group) == 1:
-            _, function, args, _, _ = group[0]
-            return [self._attempt(transaction, (function, *args))]
-        outcomes: list[Outcome] = []
         try:
             connection = self._connect()
-            connection.execute(_BEGIN_WRITE)
-            for _, function, args, _, _ in group:
-                connection.execute(_SAVEPOINT)
-                outcome = self._attempt(function, args)
-                if not connection.in_transaction:
-                    # SQLite rolled the whole transaction back (I/O error, full disk).
-                    raise outcome[1] if not outcome[0] else RuntimeError("transaction lost")
-                if not outcome[0]:
-                    connection.execute(_ROLLBACK_TO_SAVEPOINT)
-                connection.execute(_RELEASE_SAVEPOINT)
-                outcomes.append(outcome)
-            connection.execute(_COMMIT)
         except BaseException as exc:
-            if self._connection is not None:
-                rollback(self._connection)
-            ok, error = self._failure(exc)
-            # Nothing of the group was written: every call fails, each with its own error.
+            ok, error = failure(exc, self._options.path)
             return [(ok, copy_error(error)) for _ in group]
-        return outcomes
+        jobs = [(function, args) for _, function, args, _, _ in group]
+        return write_group(connection, jobs, self._options.path)
 
     def _close(self) -> None:
         if self._connection is not None:

@@ -1,0 +1,399 @@
+# Generated from src/runstate/adapters/memory.py by tools/async_to_sync.py: do not edit.
+"""The synchronous in-memory store: ``memory://`` and ``memory://name``, blocking.
+
+It shares the data of a ``memory://name`` with the async stores of the same name in
+this process (one object, under one lock), so a synchronous program and an async
+relay can work on one store. Payloads are copied on the way in; events handed
+back are shared, so treat them as read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from runstate._open import refuse_unknown_options
+from runstate._url import StoreUrl
+from runstate._validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    CheckedEvent,
+    check_append,
+    check_bootstrap,
+    check_claim,
+    check_failure,
+    check_identifier,
+    check_max_payload_bytes,
+    check_outbox_ids,
+    check_page,
+    check_purge,
+    check_run_filters,
+    check_wait_timeout,
+    parse_position_cursor,
+)
+from runstate.adapters._base import (
+    SyncStoreBase,
+)
+from runstate.adapters.memory import (
+    _copy_metadata,
+    _Delivery,
+    _is_same_bootstrap,
+    _MemoryData,
+    _Run,
+    _shared_data,
+)
+from runstate.errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from runstate.types import (
+    AppendResult,
+    FeedPage,
+    OutboxRecord,
+    OutboxStats,
+    RunBootstrapInput,
+    RunEventInput,
+    RunEventPersisted,
+    RunMetadata,
+    RunSummary,
+    new_append_result,
+    new_persisted_event,
+    utc_now,
+)
+
+
+def open_memory_store(url: StoreUrl, options: dict[str, Any]) -> MemoryStore:
+    """Open ``memory://`` (private) or ``memory://name`` (shared in-process); for ``open_store``."""
+    refuse_unknown_options(url, options, {"max_payload_bytes"})
+    name = url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
+    return MemoryStore(name=name or None, **options)
+
+
+class MemoryStore(SyncStoreBase):
+    """A ``RunStateStore`` and ``OutboxStore`` kept in process memory.
+
+    ``MemoryStore()`` (``memory://``) is private to its object; ``MemoryStore(name="x")``
+    (``memory://x``) shares its data with every open store of the same name in this process,
+    for as long as one of them is referenced.
+    """
+
+    def __init__(
+        self, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, name: str | None = None
+    ) -> None:
+        self._max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
+        self.name = name
+        self._data = _MemoryData() if name is None else _shared_data(name)
+        self._runs = self._data.runs
+        self._lock = self._data.lock
+
+    def _close(self) -> None:
+        """Nothing to release: the data goes when no handle references it."""
+
+    def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
+        """Atomically store a new run's metadata, its first events and their outbox records."""
+        self._check_open()
+        checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
+        with self._lock:
+            run_id = checked_metadata.metadata.run_id
+            existing = self._runs.get(run_id)
+            if existing is not None:
+                raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
+            run = self._runs[run_id] = _Run(_copy_metadata(checked_metadata))
+            return self._append(run_id, run, checked_events)
+
+    def append_and_enqueue_tx(
+        self, run_id: str, events: Sequence[RunEventInput], *, expected_seq: int | None = None
+    ) -> AppendResult:
+        """Atomically append events to an existing run, with one outbox record per new event."""
+        self._check_open()
+        checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            if expected_seq is not None and expected_seq != len(run.events):
+                raise ConcurrencyConflict(
+                    run_id, expected_seq=expected_seq, actual_seq=len(run.events)
+                )
+            return self._append(run_id, run, checked)
+
+    def _append(self, run_id: str, run: _Run, checked: list[CheckedEvent]) -> AppendResult:
+        data = self._data
+        log = run.events
+        seen = run.event_ids
+        appended: list[RunEventPersisted] = []
+        deduplicated: list[str] = []
+        recorded_at = utc_now()
+        for item in checked:
+            event = item.event
+            event_id = event.event_id
+            if event_id in seen:
+                deduplicated.append(event_id)
+                continue
+            seen.add(event_id)
+            data.last_position += 1
+            occurred_at = event.occurred_at
+            persisted = new_persisted_event(
+                run_id,
+                len(log) + 1,
+                data.last_position,
+                event.type,
+                item.payload,
+                event_id,
+                event.schema_version,
+                None if occurred_at is None else occurred_at.astimezone(UTC),
+                recorded_at,
+            )
+            log.append(persisted)
+            appended.append(persisted)
+            run.pending.append(persisted)
+            data.undelivered[persisted.position] = persisted
+        if appended:
+            data.wake_waiters()
+        return new_append_result(run_id, tuple(appended), tuple(deduplicated), len(log))
+
+    def list_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[RunEventPersisted]:
+        """Return the run's events with ``seq > after_seq`` in seq order, at most ``limit``."""
+        self._check_open()
+        check_identifier(run_id, "run_id")
+        check_page(after_seq, limit)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return []
+            end = len(run.events) if limit is None else after_seq + limit
+            return run.events[after_seq:end]
+
+    def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
+        """Return the run's metadata, or ``None`` if the run does not exist."""
+        self._check_open()
+        check_identifier(run_id, "run_id")
+        with self._lock:
+            run = self._runs.get(run_id)
+            return None if run is None else run.metadata
+
+    # -- catalog ------------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        tenant_id: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        self._check_open()
+        check_run_filters(workflow, tenant_id, created_after, limit, offset)
+        with self._lock:
+            selected = [
+                run
+                for run in self._runs.values()
+                if (workflow is None or run.metadata.workflow == workflow)
+                and (tenant_id is None or run.metadata.tenant_id == tenant_id)
+                and (created_after is None or run.metadata.created_at > created_after)
+            ]
+            selected.sort(
+                key=lambda run: (run.metadata.created_at, run.metadata.run_id), reverse=True
+            )
+            return [
+                RunSummary(
+                    metadata=run.metadata,
+                    last_seq=len(run.events),
+                    updated_at=run.events[-1].recorded_at,
+                )
+                for run in selected[offset : offset + limit]
+            ]
+
+    def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
+        """Return events of every run after ``cursor``, in position order."""
+        self._check_open()
+        after = parse_position_cursor(cursor, limit)
+        with self._lock:
+            # Writes are synchronous blocks, so positions become visible strictly in order.
+            found = [
+                event
+                for run in self._runs.values()
+                for event in run.events
+                if event.position > after
+            ]
+            found.sort(key=lambda event: event.position)
+            page = tuple(found[:limit])
+            return FeedPage(events=page, cursor=str(page[-1].position) if page else str(after))
+
+    def feed_head(self) -> str:
+        """Return a cursor at the current end of the feed, to follow only newer events."""
+        self._check_open()
+        with self._lock:
+            return str(self._data.last_position)
+
+    # -- outbox -------------------------------------------------------------------------
+
+    def claim_outbox_batch(
+        self, *, owner: str, limit: int, lease_seconds: float
+    ) -> list[OutboxRecord]:
+        """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
+        self._check_open()
+        check_claim(owner, limit, lease_seconds)
+        with self._lock:
+            data = self._data
+            now = utc_now()
+            expires = now + timedelta(seconds=lease_seconds)
+            claimed: list[OutboxRecord] = []
+            # Oldest head first, so a busy run cannot starve the others.
+            heads = sorted(
+                (
+                    (run.pending[0].position, run_id)
+                    for run_id, run in self._runs.items()
+                    if run.pending
+                )
+            )
+            for _, run_id in heads:
+                run = self._runs[run_id]
+                for event in run.pending:
+                    if len(claimed) >= limit:
+                        return claimed
+                    if event.position not in data.undelivered:
+                        continue
+                    delivery = data.deliveries.get(event.position)
+                    if delivery is None:
+                        delivery = data.deliveries[event.position] = _Delivery()
+                    elif not delivery.claimable(now):
+                        break
+                    delivery.lease_owner = owner
+                    delivery.lease_expires_at = expires
+                    claimed.append(
+                        OutboxRecord(
+                            outbox_id=event.position,
+                            event=event,
+                            workflow=run.metadata.workflow,
+                            attempts=delivery.attempts,
+                            lease_owner=owner,
+                            lease_expires_at=expires,
+                        )
+                    )
+            return claimed
+
+    def _owned(self, outbox_id: int, owner: str) -> _Delivery | None:
+        delivery = self._data.deliveries.get(outbox_id)
+        if delivery is None or delivery.lease_owner != owner or delivery.dead:
+            return None
+        return delivery
+
+    def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
+        """Record delivery of records leased by ``owner``; return how many were updated."""
+        self._check_open()
+        ids = check_outbox_ids(outbox_ids, owner)
+        with self._lock:
+            data = self._data
+            done = 0
+            touched: set[str] = set()
+            delivered_at = utc_now()
+            for outbox_id in ids:
+                if self._owned(outbox_id, owner) is None:
+                    continue
+                del data.deliveries[outbox_id]
+                touched.add(data.undelivered.pop(outbox_id).run_id)
+                data.delivered_log.append((delivered_at, outbox_id))
+                done += 1
+            for run_id in touched:
+                pending = self._runs[run_id].pending
+                while pending and pending[0].position not in data.undelivered:
+                    pending.popleft()
+            return done
+
+    def mark_failed(
+        self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
+        self._check_open()
+        text = check_failure(outbox_id, owner, error, retry_at)
+        with self._lock:
+            delivery = self._owned(outbox_id, owner)
+            if delivery is None:
+                return
+            delivery.attempts += 1
+            delivery.last_error = text
+            delivery.lease_owner = None
+            delivery.lease_expires_at = None
+            if retry_at is None:
+                delivery.dead = True
+            else:
+                delivery.available_at = retry_at
+
+    def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
+        """Give back leased records undelivered, without counting an attempt."""
+        self._check_open()
+        ids = check_outbox_ids(outbox_ids, owner)
+        with self._lock:
+            for outbox_id in ids:
+                delivery = self._owned(outbox_id, owner)
+                if delivery is not None:
+                    delivery.lease_owner = None
+                    delivery.lease_expires_at = None
+            self._data.wake_waiters()
+
+    def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
+        """Make dead-lettered records deliverable again; return how many."""
+        self._check_open()
+        check_identifier(run_id, "run_id", optional=True)
+        with self._lock:
+            data = self._data
+            count = 0
+            for outbox_id, delivery in data.deliveries.items():
+                if not delivery.dead:
+                    continue
+                if run_id is not None and data.undelivered[outbox_id].run_id != run_id:
+                    continue
+                delivery.dead = False
+                delivery.attempts = 0
+                delivery.available_at = None
+                count += 1
+            if count:
+                data.wake_waiters()
+            return count
+
+    def outbox_stats(self) -> OutboxStats:
+        """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
+        self._check_open()
+        with self._lock:
+            data = self._data
+            now = utc_now()
+            in_flight = sum(1 for d in data.deliveries.values() if not d.dead and d.leased(now))
+            dead = sum(1 for d in data.deliveries.values() if d.dead)
+            oldest: datetime | None = None
+            for run in self._runs.values():
+                for event in run.pending:
+                    delivery = data.deliveries.get(event.position)
+                    if event.position in data.undelivered and (
+                        delivery is None or not delivery.dead
+                    ):
+                        if oldest is None or event.recorded_at < oldest:
+                            oldest = event.recorded_at
+                        break
+            return OutboxStats(
+                pending=len(data.undelivered) - in_flight - dead,
+                in_flight=in_flight,
+                dead=dead,
+                delivered=len(data.delivered_log),
+                oldest_pending_at=oldest,
+            )
+
+    def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
+        self._check_open()
+        check_purge(older_than, limit)
+        with self._lock:
+            log = self._data.delivered_log
+            purged = 0
+            while log and purged < limit and (log[0][0] < older_than):
+                log.popleft()
+                purged += 1
+            return purged
+
+    def wait_for_outbox(self, timeout: float) -> None:
+        """Return when new records may be claimable, or after ``timeout`` seconds."""
+        self._check_open()
+        timeout = check_wait_timeout(timeout)
+        with self._data.waiters.thread_waiter() as waiter:
+            waiter.wait(timeout)

@@ -1,0 +1,265 @@
+# Generated from src/runstate/adapters/sqlite/_store.py by tools/async_to_sync.py: do not edit.
+"""The synchronous SQLite store: the store, catalog and outbox on one database file.
+
+Every call runs on the calling thread, with no hand-off: reads on a connection of
+the thread's own, writes group-committed by the calling threads themselves (the
+first to find no commit in progress runs every waiting write in one transaction,
+each in its own savepoint). The SQL, schema, migrations, options and durability
+are the async store's; see ``runstate.adapters.sqlite`` for URLs and options.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Sequence
+from datetime import datetime
+
+from runstate._validation import (
+    check_append,
+    check_bootstrap,
+    check_claim,
+    check_failure,
+    check_identifier,
+    check_outbox_ids,
+    check_page,
+    check_purge,
+    check_run_filters,
+    check_wait_timeout,
+    parse_position_cursor,
+)
+from runstate.adapters._base import SyncStoreBase
+from runstate.adapters.sqlite._callers import CallerConnections
+from runstate.adapters.sqlite._connect import SQLiteOptions
+from runstate.adapters.sqlite._migrate import migrate_connection
+from runstate.adapters.sqlite._ops import (
+    append,
+    bootstrap,
+    data_version,
+    get_metadata,
+    head_position,
+    list_events,
+    list_runs,
+    read,
+    read_feed,
+)
+from runstate.adapters.sqlite._outbox import (
+    claim,
+    mark_delivered,
+    mark_failed,
+    purge,
+    redrive,
+    release,
+    stats,
+)
+from runstate.adapters.sqlite._store import POLL_INTERVAL, _connect_now, _wake, _watching
+from runstate.types import (
+    AppendResult,
+    FeedPage,
+    OutboxRecord,
+    OutboxStats,
+    RunBootstrapInput,
+    RunEventInput,
+    RunEventPersisted,
+    RunMetadata,
+    RunSummary,
+)
+
+
+class SQLiteStore(SyncStoreBase):
+    """A ``RunStateStore``, ``RunCatalog`` and ``OutboxStore`` in one SQLite database file.
+
+    Open it with ``open_store("sqlite:///path.db")`` or ``SQLiteStore.open(options)``;
+    close it with ``store.close()``.
+    """
+
+    def __init__(
+        self, options: SQLiteOptions, writer: CallerConnections, reader: CallerConnections
+    ) -> None:
+        self.options = options
+        self.path = options.path
+        self._max_payload_bytes = options.max_payload_bytes
+        self._writer = writer
+        self._reader = reader
+        # Stop the threads if the store is dropped unclosed; they close their connections.
+        self._finalizer = weakref.finalize(self, _stop_threads, writer, reader)
+
+    @classmethod
+    def open(cls, options: SQLiteOptions) -> SQLiteStore:
+        """Connect, migrate the schema if needed, and return the open store."""
+        writer = CallerConnections(options, "runstate-sqlite-writer")
+        reader = CallerConnections(options, "runstate-sqlite-reader")
+        try:
+            writer.call(migrate_connection, options.path)
+            reader.call(_connect_now)
+        except BaseException:
+            writer.stop()
+            reader.stop()
+            raise
+        return cls(options, writer, reader)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SQLiteStore {self.path!r} synchronous={self.options.synchronous} {state}>"
+
+    def _close(self) -> None:
+        """Finish the queued work, close both connections and end the threads."""
+        self._finalizer.detach()
+        self._writer.stop()
+        self._reader.stop()
+
+    # -- the store contract --------------------------------------------------------------
+
+    def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
+        """Atomically store a new run's metadata, its first events and their outbox records."""
+        self._check_open()
+        checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
+        result: AppendResult = self._writer.write(
+            bootstrap, checked_metadata, checked_events, input
+        )
+        _wake(self.path)
+        return result
+
+    def append_and_enqueue_tx(
+        self, run_id: str, events: Sequence[RunEventInput], *, expected_seq: int | None = None
+    ) -> AppendResult:
+        """Atomically append events to an existing run, with one outbox record per new event."""
+        self._check_open()
+        checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
+        result: AppendResult = self._writer.write(append, run_id, checked, expected_seq)
+        if result.appended:
+            _wake(self.path)
+        return result
+
+    def list_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[RunEventPersisted]:
+        """Return the run's events with ``seq > after_seq`` in seq order, at most ``limit``."""
+        self._check_open()
+        check_identifier(run_id, "run_id")
+        check_page(after_seq, limit)
+        if limit == 0:
+            return []
+        return self._reader.call(list_events, run_id, after_seq, limit)
+
+    def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
+        """Return the run's metadata, or ``None`` if the run does not exist."""
+        self._check_open()
+        check_identifier(run_id, "run_id")
+        return self._reader.call(get_metadata, run_id)
+
+    # -- the catalog: store-wide reads ---------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        tenant_id: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        self._check_open()
+        check_run_filters(workflow, tenant_id, created_after, limit, offset)
+        return self._reader.call(list_runs, workflow, tenant_id, created_after, limit, offset)
+
+    def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
+        """Return events of every run committed after ``cursor``, in position order.
+
+        The cursor is the last position returned: positions are assigned under the
+        database's write lock, so commits become visible in position order and no event
+        ever appears behind a cursor already handed out.
+        """
+        self._check_open()
+        after = parse_position_cursor(cursor, limit)
+        events = self._reader.call(read_feed, after, limit)
+        return FeedPage(events=events, cursor=str(events[-1].position) if events else str(after))
+
+    def feed_head(self) -> str:
+        """Return a cursor at the current end of the feed, to follow only newer events."""
+        self._check_open()
+        return str(self._reader.call(head_position))
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    def claim_outbox_batch(
+        self, *, owner: str, limit: int, lease_seconds: float
+    ) -> list[OutboxRecord]:
+        """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
+        self._check_open()
+        check_claim(owner, limit, lease_seconds)
+        if limit == 0:
+            return []
+        return self._writer.write(claim, owner, limit, lease_seconds)
+
+    def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
+        """Record delivery of records leased by ``owner``; return how many were updated."""
+        self._check_open()
+        ids = check_outbox_ids(outbox_ids, owner)
+        if not ids:
+            return 0
+        return self._writer.write(mark_delivered, ids, owner)
+
+    def mark_failed(
+        self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
+        self._check_open()
+        text = check_failure(outbox_id, owner, error, retry_at)
+        self._writer.write(mark_failed, outbox_id, owner, text, retry_at)
+
+    def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
+        """Give back leased records undelivered, without counting an attempt."""
+        self._check_open()
+        ids = check_outbox_ids(outbox_ids, owner)
+        if ids:
+            self._writer.write(release, ids, owner)
+        _wake(self.path)
+
+    def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
+        """Make dead-lettered records deliverable again; return how many."""
+        self._check_open()
+        check_identifier(run_id, "run_id", optional=True)
+        count: int = self._writer.write(redrive, run_id)
+        if count:
+            _wake(self.path)
+        return count
+
+    def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
+        self._check_open()
+        check_purge(older_than, limit)
+        purged: int = self._writer.write(purge, older_than, limit)
+        return purged
+
+    def outbox_stats(self) -> OutboxStats:
+        """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
+        self._check_open()
+        summary: OutboxStats = self._reader.call(read, stats)
+        return summary
+
+    def wait_for_outbox(self, timeout: float) -> None:
+        """Return when new records may be claimable, or after ``timeout`` seconds.
+
+        Writes through any store of this process wake the waiter at once; commits by other
+        processes are noticed by polling ``PRAGMA data_version`` every ``POLL_INTERVAL``.
+        """
+        self._check_open()
+        timeout = check_wait_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        with _watching(self.path) as waiters, waiters.thread_waiter() as waiter:
+            baseline = self._reader.call(data_version)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or waiter.is_set():
+                    return
+                if waiter.wait(min(POLL_INTERVAL, remaining)):
+                    return
+                if self._closed or self._reader.call(data_version) != baseline:
+                    return
+
+
+def _stop_threads(*threads: CallerConnections) -> None:
+    for thread in threads:
+        thread.stop_now()
