@@ -68,6 +68,32 @@ async def timed_rate_async(operations: int, run: Callable[[], Awaitable[None]]) 
     return operations / elapsed
 
 
+async def timed_rate_cpu_async(
+    operations: int, run: Callable[[], Awaitable[None]]
+) -> tuple[float, float]:
+    """Await ``run()`` once; return operations per second and CPU µs per operation."""
+    settle_inputs()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    await run()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    gc.unfreeze()
+    return operations / elapsed, cpu / operations * 1e6
+
+
+def timed_rate_cpu(operations: int, run: Callable[[], None]) -> tuple[float, float]:
+    """Run ``run`` once; return operations per second and CPU µs per operation."""
+    settle_inputs()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    run()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    gc.unfreeze()
+    return operations / elapsed, cpu / operations * 1e6
+
+
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Print a plain-text table, one row per line, columns aligned."""
     cells = [list(map(str, header))] + [[_fmt(c) for c in row] for row in rows]

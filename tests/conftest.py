@@ -6,12 +6,13 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _pgbouncer import find_pgbouncer, running_pgbouncer
 from runstate import RunStateStore, open_store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -62,6 +63,29 @@ def postgres_url() -> str:
     """The test PostgreSQL server's URL; skips (or fails in CI) when it is down."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+def require_pgbouncer() -> None:
+    """Skip when pgbouncer is not installed; under CI=true fail instead, never skip."""
+    if find_pgbouncer() is not None:
+        return
+    message = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url() -> Iterator[str]:
+    """A private pgbouncer in transaction mode in front of the test server (tests/_pgbouncer.py).
+
+    Stores opened through it need ``pgbouncer=true``; schemas are dropped with
+    ``drop_postgres_schema`` (straight to the server).
+    """
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_pgbouncer()
+    with running_pgbouncer("transaction") as url:
+        yield url
 
 
 @pytest.fixture
@@ -136,17 +160,22 @@ async def rabbitmq_exchange() -> AsyncIterator[tuple[str, Any]]:
         await connection.close()
 
 
-ASYNC_KINDS = ["memory", "sqlite", "postgres"]
+ASYNC_KINDS = ["memory", "sqlite", "postgres", "pgbouncer"]
 #: runstate.sync's stores, behind ThreadedStore: every call on a thread of its own.
 SYNC_KINDS = ["sync-memory", "sync-sqlite", "sync-postgres"]
 
 
-async def _factory(kind: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+async def _factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Stores of one kind; ``pgbouncer`` is PostgreSQL through a transaction-mode pgbouncer."""
+    kind: str = request.param
     adapter = kind.removeprefix("sync-")
     if adapter == "memory":
         url = f"memory://factory-{uuid.uuid4().hex}"
     elif adapter == "sqlite":
         url = f"sqlite:///{tmp_path / 'runstate.db'}"
+    elif adapter == "pgbouncer":
+        schema = unique_schema()
+        url = f"{request.getfixturevalue('pgbouncer_url')}?schema={schema}&pgbouncer=true"
     else:
         require_service("PostgreSQL", "127.0.0.1", 5432)
         schema = unique_schema()
@@ -170,7 +199,7 @@ async def _factory(kind: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     finally:
         for store in opened:
             await store.close()
-        if adapter == "postgres":
+        if adapter in ("postgres", "pgbouncer"):
             await drop_postgres_schema(schema)
 
 
@@ -179,7 +208,7 @@ async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreFactory]:
     """A factory of stores on one adapter; every store it makes sees the same data."""
-    async for factory in _factory(request.param, tmp_path):
+    async for factory in _factory(request, tmp_path):
         yield factory
 
 
@@ -188,7 +217,7 @@ async def engine_store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreFactory]:
     """``store_factory`` on the async adapters and on runstate.sync's (for ``make_engine``)."""
-    async for factory in _factory(request.param, tmp_path):
+    async for factory in _factory(request, tmp_path):
         yield factory
 
 

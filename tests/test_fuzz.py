@@ -1,4 +1,5 @@
-"""Fuzzing every adapter: arbitrary unicode, deep and large JSON, SQL-looking strings.
+"""Fuzzing every adapter: arbitrary unicode, deep and large JSON, SQL-looking strings, instants
+over the whole datetime range with offsets, integers at and past int64 and the JSON digit limit.
 
 Every input is either stored and read back exactly (metadata equal, events equal) or refused
 with ``InvalidInput`` with nothing written. An independent oracle written from the contract
@@ -13,8 +14,10 @@ import asyncio
 import json
 import math
 import re
+import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,10 @@ from runstate import (
 MAX_ID = 255
 MAX_DEPTH = 100
 MAX_PAYLOAD = 1024 * 1024
+# The contract's instants, written here independently of runstate's constants.
+FIRST_INSTANT = timedelta(days=1)  # 0001-01-02T00:00Z, counted from 0001-01-01T00:00Z
+LAST_INSTANT = timedelta(days=3652058, microseconds=-1)  # 9999-12-30T23:59:59.999999Z
+JSON_DIGITS = sys.get_int_max_str_digits()
 _FORBIDDEN_ID = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _FORBIDDEN_JSON = re.compile(r"[\x00\ud800-\udfff]")
 
@@ -83,11 +90,25 @@ any_text = st.one_of(
     st.integers(MAX_ID - 2, MAX_ID + 2).map(lambda n: "é" * n),
     st.text(_chars, min_size=240, max_size=270),
 )
+# Ints at the edges: int64, uint64, and around the JSON digit limit (4,300 by default).
+edge_ints = st.one_of(
+    st.integers(2**63 - 2, 2**63 + 1),
+    st.integers(-(2**63) - 1, -(2**63) + 1),
+    st.integers(2**64 - 1, 2**64),
+    # Built from small draws: Hypothesis itself cannot repr an int past the digit limit.
+    st.builds(
+        lambda digits, sign, extra: sign * (10**digits + extra),
+        st.sampled_from([(JSON_DIGITS or 4300) - 1, JSON_DIGITS or 4300]),
+        st.sampled_from([1, -1]),
+        st.sampled_from([-1, 0, 7]),
+    ),
+)
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
     st.integers(min_value=-(2**80), max_value=2**80),
+    edge_ints,
     st.floats(),  # NaN and infinities included: they must be refused
     any_text,
 )
@@ -102,6 +123,34 @@ payloads = st.dictionaries(any_text, json_values, max_size=5)
 optional_text = st.one_of(st.none(), any_text)
 
 
+# Fixed offsets up to a minute short of a day either way, and the edges of the range.
+offsets = st.one_of(
+    st.just(UTC),
+    st.sampled_from([timedelta(hours=5), timedelta(hours=-5), timedelta(hours=23, minutes=59)])
+    .flatmap(lambda d: st.sampled_from([d, -d]))
+    .map(timezone),
+    st.timedeltas(
+        min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)
+    ).map(lambda d: timezone(timedelta(minutes=d // timedelta(minutes=1)))),
+)
+_EDGE_LOCAL_TIMES = [
+    datetime(1, 1, 1),
+    datetime(1, 1, 1, 23, 59, 59, 999999),
+    datetime(1, 1, 2),
+    datetime(1, 1, 2, 5, 0),
+    datetime(9999, 12, 30, 19),
+    datetime(9999, 12, 30, 23, 59, 59, 999999),
+    datetime(9999, 12, 31),
+    datetime.max,
+]
+instants = st.builds(
+    lambda local, zone: local.replace(tzinfo=zone),
+    st.one_of(st.datetimes(), st.sampled_from(_EDGE_LOCAL_TIMES)),
+    offsets,
+)
+optional_instants = st.one_of(st.none(), instants)
+
+
 @st.composite
 def events(draw: st.DrawFn) -> RunEventInput:
     return RunEventInput(
@@ -109,6 +158,7 @@ def events(draw: st.DrawFn) -> RunEventInput:
         payload=draw(payloads),
         event_id=draw(st.one_of(any_text, st.uuids().map(str))),
         schema_version=draw(st.sampled_from([1, 2, 0, -1, 2**31 - 1, 2**31])),
+        occurred_at=draw(optional_instants),
     )
 
 
@@ -122,6 +172,7 @@ def metadata(draw: st.DrawFn) -> RunMetadata:
         parent_run_id=draw(optional_text),
         input=draw(json_values),
         labels=draw(st.dictionaries(any_text, any_text, max_size=4)),
+        created_at=draw(instants),
     )
 
 
@@ -150,9 +201,20 @@ def ok_id(value: object, *, optional: bool = False) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID and not _FORBIDDEN_ID.search(value)
 
 
+def ok_instant(value: datetime | None, *, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    offset = value.utcoffset()
+    assert offset is not None
+    since_year_1 = value.replace(tzinfo=None) - datetime(1, 1, 1) - offset
+    return FIRST_INSTANT <= since_year_1 <= LAST_INSTANT
+
+
 def ok_json(value: object, depth: int = 0) -> bool:
-    if isinstance(value, bool) or value is None or isinstance(value, int):
+    if isinstance(value, bool) or value is None:
         return True
+    if isinstance(value, int):
+        return not JSON_DIGITS or abs(value) < 10**JSON_DIGITS
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, str):
@@ -167,6 +229,8 @@ def ok_json(value: object, depth: int = 0) -> bool:
 
 
 def ok_size(value: object) -> bool:
+    if not ok_json(value):
+        return True  # refused anyway; and json.dumps cannot spell an int past the limit
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return len(text.encode("utf-8")) <= MAX_PAYLOAD
 
@@ -175,6 +239,7 @@ def ok_event(event: RunEventInput) -> bool:
     return (
         ok_id(event.type)
         and ok_id(event.event_id)
+        and ok_instant(event.occurred_at, optional=True)
         and 1 <= event.schema_version <= 2**31 - 1
         and ok_json(dict(event.payload))
         and ok_size(dict(event.payload))
@@ -185,6 +250,7 @@ def ok_metadata(meta: RunMetadata) -> bool:
     return (
         ok_id(meta.run_id)
         and ok_id(meta.workflow)
+        and ok_instant(meta.created_at)
         and all(
             ok_id(v, optional=True)
             for v in (meta.workflow_version, meta.tenant_id, meta.parent_run_id)
@@ -269,6 +335,7 @@ def _same_events(stored: list[Any], given: list[RunEventInput], first_seq: int) 
         assert persisted.event_id == event.event_id
         assert persisted.schema_version == event.schema_version
         assert persisted.payload == event.payload
+        assert persisted.occurred_at == event.occurred_at
         # Exact JSON: same keys in the same order, same number spellings.
         assert json.dumps(persisted.payload) == json.dumps(dict(event.payload))
 

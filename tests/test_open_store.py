@@ -19,7 +19,6 @@ from runstate import (
     mask_url,
     open_store,
 )
-from runstate._url import mask_secret
 
 
 def _bootstrap(run_id: str) -> RunBootstrapInput:
@@ -95,16 +94,29 @@ def test_default_url_honours_the_environment(monkeypatch: pytest.MonkeyPatch) ->
         ("redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0"),
         ("postgresql://app@db/runs", "postgresql://app@db/runs"),
         ("sqlite:///./runstate.db", "sqlite:///./runstate.db"),
+        ("postgresql://u@h:1/db?password=s3cretpw", "postgresql://u@h:1/db?password=***"),
+        (
+            "postgresql://u@h/db?sslmode=require&sslpassword=keypw&schema=x",
+            "postgresql://u@h/db?sslmode=require&sslpassword=***&schema=x",
+        ),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p%40ss@h1:5432,h2:5433/db", "postgresql://u:***@h1:5432,h2:5433/db"),
+        ("https://hook.example/p?token=abc123&x=1", "https://hook.example/p?token=***&x=1"),
+        ("https://hook.example/p#secret=abc123", "https://hook.example/p#secret=***"),
+        ("https://h/p?api_key=k1&sig=s1&code=c1", "https://h/p?api_key=***&sig=***&code=***"),
+        ("amqp://g@h/?exchange=e&routing_key=k", "amqp://g@h/?exchange=e&routing_key=k"),
+        ("host=db user=app password=s3cret", "host=db user=app password=***"),
+        ("failed: 'postgresql://a:b@c/d' (x)", "failed: 'postgresql://a:***@c/d' (x)"),
     ],
 )
 def test_mask_url_hides_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 
 
-def test_mask_secret_hides_the_password_anywhere_in_a_message() -> None:
+def test_mask_url_hides_a_known_password_anywhere_in_a_message() -> None:
     url = "postgresql://app:p%40ss@db/runs"
     message = "connect to postgresql://app:p%40ss@db/runs failed: password 'p@ss' rejected"
-    masked = mask_secret(message, url)
+    masked = mask_url(message, url)
     assert "p@ss" not in masked
     assert "p%40ss" not in masked
 

@@ -24,7 +24,14 @@ import asyncpg
 import pytest
 
 from conftest import POSTGRES_URL, drop_postgres_schema, require_service, unique_schema
-from runstate import MemoryStore, RunBootstrapInput, RunEventInput, RunMetadata, open_store
+from runstate import (
+    MemoryStore,
+    RunBootstrapInput,
+    RunEventInput,
+    RunMetadata,
+    StoreUnavailable,
+    open_store,
+)
 from runstate.relay import Relay, run_relay
 from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import open_sink
@@ -168,7 +175,11 @@ def test_every_execute_call_passes_sql_as_a_constant_or_named_query() -> None:
                     and (first.id.isupper() or first.id in allowed_names)
                 )
                 or (isinstance(first, ast.Attribute) and first.attr.isupper())
-                or (isinstance(first, ast.Subscript) and ast.unparse(first.value) == "Q")
+                # A named query: Q, or the store's copy with {schema} filled (schema_queries).
+                or (
+                    isinstance(first, ast.Subscript)
+                    and ast.unparse(first.value) in {"Q", "self._q"}
+                )
                 # A named query whose {schema} placeholder holds the validated, quoted schema.
                 or (isinstance(first, ast.Call) and ast.unparse(first.func) == "with_schema")
                 # The text of a packaged migration file (src/runstate/adapters/<dialect>/sql/).
@@ -225,8 +236,31 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         ["migrate", "--url", f"postgresql://u:{SECRET}@127.0.0.1:1/db"],
         ["runs", "list", "--url", f"bogus://u:{SECRET}@host/db"],
         ["runs", "list", "--url", f"postgresql://u:{SECRET}@127.0.0.1:1/db?bad_option=1"],
+        ["runs", "list", "--url", f"postgresql://u@127.0.0.1:1/db?password={SECRET}"],
+        ["migrate", "--url", f"postgresql://u@127.0.0.1:1/db?sslpassword={SECRET}"],
+        ["runs", "list", "--url", f"postgresql://u@127.0.0.1:1/db?password={SECRET}&x=1"],
+        ["runs", "list", "--url", f"postgresql://u@127.0.0.1:99999/db?password={SECRET}"],
+        ["runs", "list", "--url", f"postgresql://u@127.0.0.1:1/db?sslmode=bogus&password={SECRET}"],
+        ["events", "r1", "--url", f"postgresql://u@127.0.0.1:1/db#password={SECRET}"],
+        ["runs", "list", "--url", f"sqlite:///x.db?password={SECRET}"],
+        ["runs", "list", "--url", f"memory://x?password={SECRET}"],
     ],
-    ids=["runs-list", "runs-show", "events", "migrate", "bad-scheme", "bad-option"],
+    ids=[
+        "runs-list",
+        "runs-show",
+        "events",
+        "migrate",
+        "bad-scheme",
+        "bad-option",
+        "query-password",
+        "query-sslpassword",
+        "query-password-then-bad-option",
+        "bad-port",
+        "bad-sslmode",
+        "fragment",
+        "sqlite-query",
+        "memory-query",
+    ],
 )
 def test_cli_never_prints_the_password(args: list[str], debug: bool) -> None:
     result = _cli(*(["--debug"] if debug else []), *args)
@@ -234,6 +268,73 @@ def test_cli_never_prints_the_password(args: list[str], debug: bool) -> None:
     output = result.stdout + result.stderr
     assert SECRET not in output
     assert "error" in output.lower()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://u:{SECRET}@127.0.0.1:1/db",
+        f"postgresql://u@127.0.0.1:1/db?password={SECRET}",
+        f"postgresql://u@127.0.0.1:1/db?sslpassword={SECRET}",
+    ],
+    ids=["userinfo", "query-password", "query-sslpassword"],
+)
+async def test_store_unavailable_and_reprs_never_show_the_password(url: str) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        await open_store(url, connect_timeout=2)
+    texts = [str(caught.value), repr(caught.value)]
+    cause: BaseException | None = caught.value.__cause__
+    while cause is not None:
+        texts.append(str(cause))
+        cause = cause.__cause__
+    from runstate._url import parse_store_url
+    from runstate.adapters.postgres import parse_config
+
+    parsed = parse_store_url(url)
+    texts += [repr(parsed), str(parsed), repr(parse_config(parsed, {}))]
+    for text in texts:
+        assert SECRET not in text, text
+    assert "***" in str(caught.value)
+
+
+async def test_an_open_postgres_store_repr_never_shows_the_password() -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = unique_schema()
+    url = POSTGRES_URL + f"?password={SECRET}&schema={schema}"
+    try:
+        async with open_store(url, pool_size=1) as store:
+            assert SECRET not in repr(store)
+            assert "password=***" in repr(store)
+    finally:
+        await drop_postgres_schema(schema)
+
+
+def test_cli_debug_logs_mask_the_sink_and_store_secrets(tmp_path: Path) -> None:
+    db = tmp_path / "logs.db"
+
+    async def seed() -> None:
+        async with open_store(f"sqlite:///{db}") as store:
+            await store.bootstrap_run_tx(
+                RunBootstrapInput(
+                    metadata=RunMetadata(run_id="logged", workflow="wf"),
+                    first_events=[RunEventInput(type="A")],
+                )
+            )
+
+    asyncio.run(seed())
+    result = _cli(
+        "--debug",
+        "relay",
+        "--once",
+        "--url",
+        f"sqlite:///{db}?busy_timeout=1",
+        "--sink",
+        f"https://relay:{SECRET}@127.0.0.1:1/hook?token={SECRET}",
+    )
+    # The delivery failed and was logged, with the URL in it, at debug level.
+    assert "runstate.relay" in result.stderr
+    assert "logged:1" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
 
 
 def test_cli_url_from_the_environment_is_masked_too() -> None:

@@ -12,6 +12,7 @@ from .errors import (
     RunNotFound,
     RunStateError,
     StoreUnavailable,
+    UnreadableRecord,
 )
 from .store import OutboxStore, RunStateStore
 from .types import (
@@ -50,6 +51,7 @@ __all__ = [
     "RunStateStore",
     "RunStatus",
     "StoreUnavailable",
+    "UnreadableRecord",
     "UpcasterRegistry",
     "Worker",
     "__version__",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from .errors import InvalidInput
@@ -17,6 +18,19 @@ MAX_ID_LENGTH = 255
 MAX_JSON_DEPTH = 100
 #: The largest seq, position, limit or offset: what every adapter stores as a signed 64-bit int.
 MAX_INT64 = 2**63 - 1
+#: The first and last instants every adapter stores and reads back exactly. Python's datetime
+#: spans 0001-01-01 to 9999-12-31 in the time zone of each value; one day less at each end
+#: keeps every stored instant representable in every time zone (offsets are under 24 hours),
+#: so converting it to UTC on write, or to local time after reading, never overflows. Both
+#: SQLite's integer microseconds and PostgreSQL's timestamptz hold far more; the driver for
+#: PostgreSQL spells exactly 0001-01-01T00:00Z and 9999-12-31T23:59:59.999999Z as -infinity and
+#: infinity, which this range keeps out too.
+MIN_DATETIME = datetime(1, 1, 2, tzinfo=UTC)
+MAX_DATETIME = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+# Ints up to this many bits always convert to decimal text: Python's int/str digit limit
+# (sys.get_int_max_str_digits) is 0 (none) or at least 640 digits, over 2,126 bits.
+_ALWAYS_DECIMAL_BITS = 2100
+_powers_of_ten: dict[int, int] = {}
 
 # Control characters (C0, DEL, C1) and lone surrogates, which no database can store as text.
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -34,12 +48,15 @@ class CheckedEvent:
     never pay for it, and SQL adapters pay once.
     """
 
-    __slots__ = ("_payload_json", "event", "payload")
+    __slots__ = ("_payload_json", "event", "occurred_at", "payload")
 
     def __init__(self, event: RunEventInput, payload: dict[str, JSON], payload_json: str | None):
         self.event = event
         self.payload = payload
         self._payload_json = payload_json
+        # In UTC, as every adapter stores and returns it; the range check made this safe.
+        occurred_at = event.occurred_at
+        self.occurred_at = None if occurred_at is None else occurred_at.astimezone(UTC)
 
     @property
     def payload_json(self) -> str:
@@ -53,7 +70,7 @@ class CheckedMetadata:
     """Metadata that passed validation: private copies of its input and labels, and their
     JSON text, encoded on first use."""
 
-    __slots__ = ("_input_json", "input", "labels", "metadata")
+    __slots__ = ("_input_json", "created_at", "input", "labels", "metadata")
 
     def __init__(
         self,
@@ -66,6 +83,8 @@ class CheckedMetadata:
         self.input = input
         self.labels = labels
         self._input_json = input_json
+        # In UTC, as every adapter stores and returns it; the range check made this safe.
+        self.created_at = metadata.created_at.astimezone(UTC)
 
     @property
     def input_json(self) -> str:
@@ -102,13 +121,26 @@ def check_identifier(value: object, field: str, *, optional: bool = False) -> No
 
 
 def check_aware_datetime(value: object, field: str, *, optional: bool = False) -> None:
-    """Refuse datetimes without a time zone: a stored instant must be unambiguous."""
+    """Refuse datetimes without a time zone or outside ``MIN_DATETIME``..``MAX_DATETIME``.
+
+    A stored instant must be unambiguous, and every adapter must read it back exactly.
+    """
     if value is None and optional:
         return
     if not isinstance(value, datetime):
         raise InvalidInput(f"must be a datetime, got {type(value).__name__}", field=field)
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except Exception as exc:  # a tzinfo of the caller's that fails, or an offset of >= 24h
+        raise InvalidInput(f"its time zone has no usable offset ({exc})", field=field) from None
+    if offset is None:
         raise InvalidInput("must be timezone-aware", field=field)
+    if not MIN_DATETIME <= value <= MAX_DATETIME:
+        raise InvalidInput(
+            f"must be between {MIN_DATETIME.isoformat()} and {MAX_DATETIME.isoformat()} "
+            f"(UTC), got {value.isoformat()}",
+            field=field,
+        )
 
 
 def check_schema_version(value: object, field: str) -> None:
@@ -143,7 +175,10 @@ def _copy_json(value: object, depth: int, field: str, bound: list[int]) -> JSON:
         bound[0] += 6 * len(value) + 3  # type: ignore[arg-type]
         return value  # type: ignore[return-value]
     if kind is int:
-        bound[0] += value.bit_length() // 3 + 3  # type: ignore[attr-defined]
+        bits = value.bit_length()  # type: ignore[attr-defined]
+        if bits > _ALWAYS_DECIMAL_BITS:
+            _check_int_digits(value, field)  # type: ignore[arg-type]
+        bound[0] += bits // 3 + 3
         return value  # type: ignore[return-value]
     if kind is dict or kind is list:
         if depth >= MAX_JSON_DEPTH:
@@ -170,6 +205,24 @@ def _copy_json(value: object, depth: int, field: str, bound: list[int]) -> JSON:
         bound[0] += 6
         return value  # type: ignore[return-value]
     raise InvalidInput(f"{kind.__name__} is not a JSON value", field=field)
+
+
+def _check_int_digits(value: int, field: str) -> None:
+    # JSON holds an int as decimal text, and Python refuses to convert ints longer than
+    # sys.get_int_max_str_digits() (4,300 by default) either way: such an int could be
+    # neither written nor read back.
+    limit = sys.get_int_max_str_digits()
+    if not limit:
+        return
+    power = _powers_of_ten.get(limit)
+    if power is None:
+        power = _powers_of_ten[limit] = 10**limit
+    if abs(value) >= power:
+        raise InvalidInput(
+            f"integers must have at most {limit:,} digits (Python's int/str conversion limit, "
+            f"sys.get_int_max_str_digits()), got {_short(value)}",
+            field=field,
+        )
 
 
 def _check_json_string(value: str, field: str) -> None:

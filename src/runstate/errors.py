@@ -81,6 +81,27 @@ class StoreUnavailable(RunStateError):
         super().__init__(message)
 
 
+class UnreadableRecord(RunStateError):
+    """A stored row cannot be read back as runstate's values; that row's problem alone.
+
+    Raised by reads of one run (``list_events``, ``get_run_metadata_by_run_id``) when the
+    run's metadata or one of its events cannot be decoded: written by an older version that
+    accepted values outside today's limits, or changed outside runstate. Store-wide reads
+    (``list_runs``, ``read_feed``) skip such a row and log this error on the
+    ``runstate.store`` logger; the outbox dead-letters its record. ``seq`` is ``None`` when
+    the run's metadata is the unreadable row.
+    """
+
+    code = "UNREADABLE_RECORD"
+
+    def __init__(self, run_id: str, *, reason: str, seq: int | None = None) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.reason = reason
+        what = "metadata" if seq is None else f"event #{seq}"
+        super().__init__(f"run {run_id!r}: stored {what} cannot be read: {reason}")
+
+
 class InvalidTransition(RunStateError):
     """The engine refused an event that is illegal from the run's current status."""
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Self
 
 from .._validation import CheckedEvent
@@ -212,10 +212,9 @@ def persisted_event(
     """The stored form of a validated event, without reading it back.
 
     The payload is the validation's private copy, which equals the stored JSON read back;
-    ``occurred_at`` is normalized to UTC as every adapter returns it.
+    ``occurred_at`` is the validation's UTC form, as every adapter returns it.
     """
     event = item.event
-    occurred_at = event.occurred_at
     stored: RunEventPersisted = new_persisted_event(
         run_id,
         seq,
@@ -224,7 +223,7 @@ def persisted_event(
         item.payload,
         event.event_id,
         event.schema_version,
-        None if occurred_at is None else occurred_at.astimezone(UTC),
+        item.occurred_at,
         recorded_at,
     )
     return stored

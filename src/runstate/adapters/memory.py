@@ -3,17 +3,17 @@
 Every write is one synchronous block with no ``await`` between its checks and its writes,
 under the data's lock, so neither concurrent tasks on an event loop nor threads (the
 synchronous store of ``runstate.sync`` shares the data of a ``memory://name``) can interleave
-inside a transaction. Payloads are copied on the way in; events handed back are shared, so
-treat them as read-only.
+inside a transaction; each computes everything that can fail before its first change, so a
+failed write leaves no trace.
+Payloads, inputs and labels are copied on the way in and on the way out: nothing a caller
+changes in what it passed or got back can change what the store returns next, as on the SQL
+adapters, which decode fresh objects on every read.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .._open import refuse_unknown_options
@@ -51,94 +51,30 @@ from ..types import (
     new_run_metadata,
     utc_now,
 )
-from ._base import OutboxWaiters, StoreBase, is_same_bootstrap, unique_first_event_ids
-
-
-class _Run:
-    """One run: its metadata, its log, the event ids it holds, its undelivered records."""
-
-    __slots__ = ("event_ids", "events", "metadata", "pending")
-
-    def __init__(self, metadata: RunMetadata) -> None:
-        self.metadata = metadata
-        self.events: list[RunEventPersisted] = []
-        self.event_ids: set[str] = set()
-        # Undelivered outbox records in seq order; dead ones stay and block the run.
-        self.pending: deque[RunEventPersisted] = deque()
-
-
-class _Delivery:
-    """Delivery state of one outbox record, created when the record is first claimed."""
-
-    __slots__ = (
-        "attempts",
-        "available_at",
-        "dead",
-        "last_error",
-        "lease_expires_at",
-        "lease_owner",
-    )
-
-    def __init__(self) -> None:
-        self.attempts = 0
-        self.dead = False
-        self.available_at: datetime | None = None
-        self.lease_owner: str | None = None
-        self.lease_expires_at: datetime | None = None
-        self.last_error: str | None = None
-
-    def leased(self, now: datetime) -> bool:
-        return (
-            self.lease_owner is not None
-            and self.lease_expires_at is not None
-            and self.lease_expires_at > now
-        )
-
-    def claimable(self, now: datetime) -> bool:
-        if self.dead or self.leased(now):
-            return False
-        return self.available_at is None or self.available_at <= now
-
-
-class _MemoryData:
-    """The state behind one in-memory store; named stores share one across handles."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, _Run] = {}
-        self.last_position = 0
-        # Outbox: every undelivered record by id (= position), and delivery state by id.
-        self.undelivered: dict[int, RunEventPersisted] = {}
-        self.deliveries: dict[int, _Delivery] = {}
-        # Delivered records kept for retention: (delivered at, outbox id), oldest first.
-        self.delivered_log: deque[tuple[datetime, int]] = deque()
-        self.waiters = OutboxWaiters()
-        # Held by every read and write of every store on this data, async or synchronous:
-        # each is one short block without I/O, so the lock is never held long.
-        self.lock = threading.Lock()
-
-    def wake_waiters(self) -> None:
-        self.waiters.wake()
-
-
-_named: weakref.WeakValueDictionary[str, _MemoryData] = weakref.WeakValueDictionary()
-
-
-_named_lock = threading.Lock()
-
-
-def _shared_data(name: str) -> _MemoryData:
-    with _named_lock:
-        data = _named.get(name)
-        if data is None:
-            data = _named[name] = _MemoryData()
-        return data
+from ._base import StoreBase, is_same_bootstrap, unique_first_event_ids
+from ._memory_data import (
+    Delivery,
+    MemoryData,
+    RunData,
+    copy_event,
+    copy_stored_metadata,
+    shared_data,
+)
 
 
 async def open_memory_store(url: StoreUrl, options: dict[str, Any]) -> MemoryStore:
-    """Open ``memory://`` (private) or ``memory://name`` (shared in-process); for ``open_store``."""
-    refuse_unknown_options(url, options, {"max_payload_bytes"})
-    name = url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
-    return MemoryStore(name=name or None, **options)
+    """Open ``memory://`` (private) or ``memory://name`` (shared in-process); for ``open_store``.
+
+    ``max_payload_bytes`` may also be given in the URL's query; keywords win.
+    """
+    merged: dict[str, Any] = dict(url.query)
+    merged.update(options)
+    refuse_unknown_options(url, merged, {"max_payload_bytes"})
+    limit = merged.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
+    if isinstance(limit, str) and limit.isascii() and limit.isdigit() and len(limit) < 19:
+        limit = int(limit)
+    name = url.raw.split("://", 1)[1].split("?", 1)[0].split("#", 1)[0].strip("/")
+    return MemoryStore(name=name or None, max_payload_bytes=limit)
 
 
 class MemoryStore(StoreBase):
@@ -154,7 +90,7 @@ class MemoryStore(StoreBase):
     ) -> None:
         self._max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.name = name
-        self._data = _MemoryData() if name is None else _shared_data(name)
+        self._data = MemoryData() if name is None else shared_data(name)
         self._runs = self._data.runs
         self._lock = self._data.lock
 
@@ -170,8 +106,7 @@ class MemoryStore(StoreBase):
             existing = self._runs.get(run_id)
             if existing is not None:
                 raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
-            run = self._runs[run_id] = _Run(_copy_metadata(checked_metadata))
-            return self._append(run_id, run, checked_events)
+            return self._append(run_id, RunData(_copy_metadata(checked_metadata)), checked_events)
 
     async def append_and_enqueue_tx(
         self,
@@ -193,40 +128,54 @@ class MemoryStore(StoreBase):
                 )
             return self._append(run_id, run, checked)
 
-    def _append(self, run_id: str, run: _Run, checked: list[CheckedEvent]) -> AppendResult:
+    def _append(self, run_id: str, run: RunData, checked: list[CheckedEvent]) -> AppendResult:
+        """Append to ``run`` (a new run when it is not stored yet): first compute everything,
+        then change the store in steps that cannot fail."""
         data = self._data
-        log = run.events
         seen = run.event_ids
-        appended: list[RunEventPersisted] = []
+        taken: set[str] = set()
+        stored: list[RunEventPersisted] = []
         deduplicated: list[str] = []
         recorded_at = utc_now()
+        seq = len(run.events)
+        position = data.last_position
         for item in checked:
             event = item.event
             event_id = event.event_id
-            if event_id in seen:
+            if event_id in seen or event_id in taken:
                 deduplicated.append(event_id)
                 continue
-            seen.add(event_id)
-            data.last_position += 1
-            occurred_at = event.occurred_at
-            persisted = new_persisted_event(
-                run_id,
-                len(log) + 1,
-                data.last_position,
-                event.type,
-                item.payload,
-                event_id,
-                event.schema_version,
-                None if occurred_at is None else occurred_at.astimezone(UTC),
-                recorded_at,
+            taken.add(event_id)
+            seq += 1
+            position += 1
+            stored.append(
+                new_persisted_event(
+                    run_id,
+                    seq,
+                    position,
+                    event.type,
+                    item.payload,
+                    event_id,
+                    event.schema_version,
+                    item.occurred_at,
+                    recorded_at,
+                )
             )
-            log.append(persisted)
-            appended.append(persisted)
-            run.pending.append(persisted)
+        result = new_append_result(
+            run_id, tuple(copy_event(e) for e in stored), tuple(deduplicated), seq
+        )
+        # Nothing below can fail: the write happens whole.
+        if run_id not in self._runs:
+            self._runs[run_id] = run
+        data.last_position = position
+        run.events.extend(stored)
+        seen.update(taken)
+        run.pending.extend(stored)
+        for persisted in stored:
             data.undelivered[persisted.position] = persisted
-        if appended:
+        if stored:
             data.wake_waiters()
-        return new_append_result(run_id, tuple(appended), tuple(deduplicated), len(log))
+        return result
 
     async def list_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -240,7 +189,7 @@ class MemoryStore(StoreBase):
             if run is None:
                 return []
             end = len(run.events) if limit is None else after_seq + limit
-            return run.events[after_seq:end]
+            return [copy_event(event) for event in run.events[after_seq:end]]
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
@@ -248,7 +197,7 @@ class MemoryStore(StoreBase):
         check_identifier(run_id, "run_id")
         with self._lock:
             run = self._runs.get(run_id)
-            return None if run is None else run.metadata
+            return None if run is None else copy_stored_metadata(run.metadata)
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -277,7 +226,7 @@ class MemoryStore(StoreBase):
             )
             return [
                 RunSummary(
-                    metadata=run.metadata,
+                    metadata=copy_stored_metadata(run.metadata),
                     last_seq=len(run.events),
                     updated_at=run.events[-1].recorded_at,
                 )
@@ -297,7 +246,7 @@ class MemoryStore(StoreBase):
                 if event.position > after
             ]
             found.sort(key=lambda event: event.position)
-            page = tuple(found[:limit])
+            page = tuple(copy_event(event) for event in found[:limit])
             return FeedPage(events=page, cursor=str(page[-1].position) if page else str(after))
 
     async def feed_head(self) -> str:
@@ -334,7 +283,7 @@ class MemoryStore(StoreBase):
                         continue
                     delivery = data.deliveries.get(event.position)
                     if delivery is None:
-                        delivery = data.deliveries[event.position] = _Delivery()
+                        delivery = data.deliveries[event.position] = Delivery()
                     elif not delivery.claimable(now):
                         break
                     delivery.lease_owner = owner
@@ -342,7 +291,7 @@ class MemoryStore(StoreBase):
                     claimed.append(
                         OutboxRecord(
                             outbox_id=event.position,
-                            event=event,
+                            event=copy_event(event),
                             workflow=run.metadata.workflow,
                             attempts=delivery.attempts,
                             lease_owner=owner,
@@ -351,7 +300,7 @@ class MemoryStore(StoreBase):
                     )
             return claimed
 
-    def _owned(self, outbox_id: int, owner: str) -> _Delivery | None:
+    def _owned(self, outbox_id: int, owner: str) -> Delivery | None:
         delivery = self._data.deliveries.get(outbox_id)
         if delivery is None or delivery.lease_owner != owner or delivery.dead:
             return None
@@ -401,9 +350,8 @@ class MemoryStore(StoreBase):
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
-        ids = check_outbox_ids(outbox_ids, owner)
         with self._lock:
-            for outbox_id in ids:
+            for outbox_id in check_outbox_ids(outbox_ids, owner):
                 delivery = self._owned(outbox_id, owner)
                 if delivery is not None:
                     delivery.lease_owner = None
@@ -476,14 +424,14 @@ class MemoryStore(StoreBase):
             await waiter.wait(timeout)
 
 
-def _is_same_bootstrap(input: RunBootstrapInput, existing: _Run) -> bool:
+def _is_same_bootstrap(input: RunBootstrapInput, existing: RunData) -> bool:
     wanted = len(unique_first_event_ids(input))
     stored_ids = [event.event_id for event in existing.events[:wanted]]
     return is_same_bootstrap(input, existing.metadata, stored_ids)
 
 
 def _copy_metadata(checked: CheckedMetadata) -> RunMetadata:
-    # A private copy, so later mutation by the caller cannot reach the store.
+    # The validation's private copies, so later mutation by the caller cannot reach the store.
     metadata = checked.metadata
     return new_run_metadata(
         metadata.run_id,
@@ -493,6 +441,6 @@ def _copy_metadata(checked: CheckedMetadata) -> RunMetadata:
         metadata.parent_run_id,
         checked.input,
         checked.labels,
-        metadata.created_at.astimezone(UTC),
+        checked.created_at,
         metadata.schema_version,
     )

@@ -1,12 +1,16 @@
-"""The typer application: global options and the command tree."""
+"""The typer application: global options, the command tree, and one-line usage errors."""
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
-from ._common import settings
+from ._common import EXIT_FAILURE, MaskingFormatter, masked, settings
 from ._inspect import events_command, runs_app, tail_command
 from ._ops import (
     bench_command,
@@ -17,8 +21,65 @@ from ._ops import (
     version_command,
 )
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class OneLineErrors(TyperGroup):
+    """The command tree, printing a usage error (a bad option value, an unknown command) as
+    one line on stderr with exit status 2, as every other error, instead of a framed box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command; in standalone mode, exit with its status."""
+        try:
+            result = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except typer.TyperException as exc:
+            if not standalone_mode:
+                raise
+            sys.exit(_report_usage_error(exc))
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            print("runstate: aborted", file=sys.stderr)
+            sys.exit(EXIT_FAILURE)
+        if not standalone_mode:
+            return result
+        # Commands return None; an Exit raised by a command comes back as its status.
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _report_usage_error(exc: typer.TyperException) -> int:
+    code: int = getattr(exc, "exit_code", 2)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        print(exc.format_message())  # `runstate` alone: the help text, as before
+        return code
+    context = getattr(exc, "ctx", None)
+    command = getattr(context, "command_path", None) or "runstate"
+    message = " ".join(exc.format_message().split())
+    print(
+        f"runstate: error: {masked(message)} (see `{command} --help`)",
+        file=sys.stderr,
+    )
+    return code
+
+
 app = typer.Typer(
     name="runstate",
+    cls=OneLineErrors,
     help="A durable, consistent, observable record of every workflow run.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -32,10 +93,9 @@ def _global(
 ) -> None:
     """runstate: run metadata, event logs and a transactional outbox, with a relay."""
     settings.debug = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter(_LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
 
 
 app.add_typer(runs_app, name="runs")

@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import functools
 import json
+import logging
 import os
 import sys
 import traceback
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from .._open import DEFAULT_URL, URL_ENV_VAR
 from .._url import mask_url
+from .._validation import MIN_DATETIME
 from ..errors import InvalidInput, RunNotFound, RunStateError, StoreUnavailable
 
 P = ParamSpec("P")
@@ -40,14 +42,34 @@ _HINTS = {
     "STORE_UNAVAILABLE": "check that the database is running and the URL (--url or $RUNSTATE_URL)",
     "INVALID_INPUT": "check the arguments and the URL",
     "RUN_NOT_FOUND": "list runs with `runstate runs list`",
+    "UNREADABLE_RECORD": "the stored row was written by an older version or changed outside "
+    "runstate; see docs/reliability.md",
 }
+# Arguments of commands that hold URLs, whose secrets every message masks.
+_URL_ARGUMENTS = ("url", "sink", "sink_url")
 
 
 class _Settings:
     debug = False
+    known_urls: list[str] = []  # one process runs one command
 
 
 settings = _Settings()
+
+
+def masked(text: str) -> str:
+    """``text`` with the secrets of every URL in it, and of the command's URLs, masked."""
+    environment = os.environ.get(URL_ENV_VAR)
+    known = [*settings.known_urls, *([environment] if environment else [])]
+    return mask_url(text, *known)
+
+
+class MaskingFormatter(logging.Formatter):
+    """Log lines with every URL secret masked, whatever the logger put in them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted record, masked."""
+        return masked(super().format(record))
 
 
 def exit_code_for(exc: RunStateError) -> int:
@@ -64,8 +86,26 @@ def exit_code_for(exc: RunStateError) -> int:
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     """Print one error line on stderr and return the ``Exit`` to raise."""
     # Plain print: one line, never re-wrapped to the terminal width.
-    print(f"runstate: error: {mask_url(message)}", file=sys.stderr)
+    print(f"runstate: error: {masked(message)}", file=sys.stderr)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print one warning line on stderr."""
+    print(f"runstate: warning: {masked(message)}", file=sys.stderr)
+
+
+def _print_traceback() -> None:
+    if settings.debug:
+        sys.stderr.write(masked(traceback.format_exc()))
+
+
+def _root_failure(exc: BaseException) -> BaseException:
+    if isinstance(exc, BaseExceptionGroup):
+        from ..relay.delivery import first_failure
+
+        return first_failure(exc)
+    return exc
 
 
 def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
@@ -73,11 +113,18 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        settings.known_urls += [
+            value
+            for key, value in kwargs.items()
+            if key in _URL_ARGUMENTS and isinstance(value, str)
+        ]
         try:
             return asyncio.run(func(*args, **kwargs))
-        except RunStateError as exc:
-            if settings.debug:
-                traceback.print_exc()
+        except (RunStateError, BaseExceptionGroup) as raised:
+            exc = _root_failure(raised)
+            _print_traceback()
+            if not isinstance(exc, RunStateError):
+                raise fail(_unexpected(exc)) from None
             hint = _HINTS.get(exc.code)
             detail = f"{exc} ({exc.code})" + (f"; {hint}" if hint else "")
             raise fail(detail, exit_code_for(exc)) from None
@@ -90,13 +137,14 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
-            if settings.debug:
-                traceback.print_exc()
-            raise fail(
-                f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)"
-            ) from None
+            _print_traceback()
+            raise fail(_unexpected(exc)) from None
 
     return wrapper
+
+
+def _unexpected(exc: BaseException) -> str:
+    return f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -130,12 +178,22 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str | None, option: str) -> timedelta | None:
-    """Parse a duration like 30s, 15m, 2h or 7d."""
+    """Parse a duration like 30s, 15m, 2h or 7d, reaching no further back than the oldest
+    time a store holds (``MIN_DATETIME``)."""
     if text is None:
         return None
-    if text[-1:] in _UNITS and text[:-1].isdigit():
-        return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
-    raise fail(f"{option} {text!r}: expected a duration such as 30s, 15m, 2h or 7d", 2)
+    if text[-1:] in _UNITS and text[:-1].isascii() and text[:-1].isdigit():
+        seconds = int(text[:-1]) * _UNITS[text[-1]]
+        if seconds <= (datetime.now(UTC) - MIN_DATETIME).total_seconds():
+            return timedelta(seconds=seconds)
+        raise fail(
+            f"{option} {text!r}: reaches back before {MIN_DATETIME.date().isoformat()}, the "
+            "oldest time a store holds",
+            EXIT_INVALID_INPUT,
+        )
+    raise fail(
+        f"{option} {text!r}: expected a duration such as 30s, 15m, 2h or 7d", EXIT_INVALID_INPUT
+    )
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -143,7 +201,9 @@ def parse_since(text: str | None) -> datetime | None:
     if text is None:
         return None
     if text[-1:] in _UNITS and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+        duration = parse_duration(text, "--since")
+        assert duration is not None
+        return datetime.now(UTC) - duration
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

@@ -315,8 +315,8 @@ async def _check(
         latency_p50_ms=_milliseconds(percentile(latencies, 0.50)),
         latency_p99_ms=_milliseconds(percentile(latencies, 0.99)),
         problems=problems,
-        store_url=mask_url(url),
-        sink_url=mask_url(sink_url),
+        store_url=mask_url(url, url),
+        sink_url=mask_url(sink_url, sink_url),
     )
 
 

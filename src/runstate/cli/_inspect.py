@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .._open import open_store
 from ..engine import RunStatus, project
-from ..errors import InvalidInput, RunNotFound
+from ..errors import InvalidInput, RunNotFound, UnreadableRecord
 from ..store import OutboxStore, RunCatalog, RunStateStore
 from ..types import RunEventPersisted
 from ._common import (
@@ -22,6 +22,7 @@ from ._common import (
     print_json,
     run_async,
     short_json,
+    warn,
 )
 
 runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
@@ -67,7 +68,13 @@ async def runs_list(
                 break
             offset += len(chunk)
             for summary in chunk:
-                state = project(summary.metadata, await store.list_events(summary.metadata.run_id))
+                try:
+                    events = await store.list_events(summary.metadata.run_id)
+                except UnreadableRecord as exc:
+                    # One damaged run is that run's problem: say so, list the others.
+                    warn(f"{exc} ({exc.code}); not listed")
+                    continue
+                state = project(summary.metadata, events)
                 if wanted and state.status not in wanted:
                     continue
                 if skip:

@@ -62,7 +62,7 @@ async def outbox_status(url: str = UrlOption, as_json: bool = JsonOption) -> Non
             }
         )
         return
-    table = Table(title=f"outbox of {mask_url(url)}", title_justify="left")
+    table = Table(title=f"outbox of {mask_url(url, url)}", title_justify="left")
     for column in ("pending", "in flight", "dead letters", "delivered", "oldest pending", "age"):
         table.add_column(column, justify="right")
     table.add_row(
@@ -99,10 +99,12 @@ async def relay_command(
     ),
     url: str = UrlOption,
     once: bool = typer.Option(False, "--once", help="Deliver everything pending, then exit."),
-    workers: int = typer.Option(1, min=1, help="Concurrent delivery workers."),
+    workers: int = typer.Option(1, min=1, max=1024, help="Concurrent delivery workers."),
     batch_size: int = typer.Option(100, min=1, help="Records claimed per batch."),
     max_attempts: int = typer.Option(10, min=1, help="Attempts before a record is dead-lettered."),
-    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics on this port."),
+    metrics_port: int | None = typer.Option(
+        None, min=1, max=65535, help="Serve Prometheus metrics on this port (127.0.0.1)."
+    ),
     retention: str | None = typer.Option(
         None, help="Delete delivered records older than this (30m, 12h, 7d); default: keep."
     ),
@@ -112,9 +114,7 @@ async def relay_command(
     from ..relay import run_relay
 
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
+        _serve_metrics(metrics_port)
     report = await run_relay(
         url,
         sink,
@@ -134,10 +134,22 @@ async def relay_command(
         )
     if once and (report.retried or report.dead):
         raise fail(
-            f"{report.retried + report.dead} delivery attempt(s) to {mask_url(sink)} failed; "
+            f"{report.retried + report.dead} delivery attempt(s) to {mask_url(sink, sink)} failed; "
             "the records stay in the outbox (see `runstate outbox status`); check that the "
             "broker is reachable and accepts the messages"
         )
+
+
+def _serve_metrics(port: int) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        raise fail(
+            f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror or exc}; "
+            "choose another --metrics-port"
+        ) from None
 
 
 @run_async
@@ -153,7 +165,7 @@ async def migrate_command(
     if as_json:
         print_json(status)
         return
-    table = Table(title=f"migrations of {mask_url(url)}", title_justify="left")
+    table = Table(title=f"migrations of {mask_url(url, url)}", title_justify="left")
     for column in ("version", "name", "state"):
         table.add_column(column)
     for migration in status.migrations:
@@ -215,8 +227,8 @@ def version_command() -> None:
 def demo_command(
     url: str = UrlOption,
     sink: str | None = typer.Option(None, "--sink", help="Sink URL (default: a JSON lines file)."),
-    runs: int = typer.Option(500, min=1, help="How many runs to drive."),
-    workers: int = typer.Option(8, min=1, help="Concurrent tasks of the queued worker."),
+    runs: int = typer.Option(500, min=1, max=1_000_000, help="How many runs to drive."),
+    workers: int = typer.Option(8, min=1, max=1024, help="Concurrent tasks of the queued worker."),
     seed: int | None = typer.Option(None, help="Random seed, for a repeatable demo."),
     as_json: bool = JsonOption,
 ) -> None:

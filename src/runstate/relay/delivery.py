@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .._url import mask_url
+from .._validation import check_count
 from ..errors import InvalidInput, RunStateError, StoreUnavailable
 from ..store import OutboxStore, Sink
 from ..types import DeliveryOutcome, DeliveryStatus, OutboxRecord, utc_now
@@ -52,6 +53,43 @@ class _Counts:
             released=self.released,
             batches=self.batches,
         )
+
+
+#: The most concurrent delivery workers one relay runs.
+MAX_WORKERS = 1024
+
+
+def _check_settings(
+    workers: object,
+    batch_size: object,
+    max_attempts: object,
+    lease_seconds: object,
+    poll_interval: object,
+) -> None:
+    check_count(workers, "workers", minimum=1)
+    if workers > MAX_WORKERS:  # type: ignore[operator]
+        raise InvalidInput(f"must be at most {MAX_WORKERS}, got {workers}", field="workers")
+    check_count(batch_size, "batch_size", minimum=1)
+    check_count(max_attempts, "max_attempts", minimum=1)
+    for name, value in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
+        if type(value) not in (int, float) or not 0 < value < 10**9:  # type: ignore[operator]
+            raise InvalidInput(f"must be a positive number of seconds, got {value!r}", field=name)
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to report for a group: its first runstate error, else its first leaf."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        current = pending.pop(0)
+        if isinstance(current, BaseExceptionGroup):
+            pending[:0] = list(current.exceptions)
+        else:
+            leaves.append(current)
+    for leaf in leaves:
+        if isinstance(leaf, RunStateError):
+            return leaf
+    return leaves[0]
 
 
 def default_owner() -> str:
@@ -89,13 +127,7 @@ class Relay:
         metrics: RelayMetrics | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        for name, value in (("workers", workers), ("batch_size", batch_size)):
-            if value < 1:
-                raise InvalidInput(f"must be at least 1, got {value}", field=name)
-        if max_attempts < 1:
-            raise InvalidInput(f"must be at least 1, got {max_attempts}", field="max_attempts")
-        if lease_seconds <= 0 or poll_interval <= 0:
-            raise InvalidInput("lease_seconds and poll_interval must be positive", field="relay")
+        _check_settings(workers, batch_size, max_attempts, lease_seconds, poll_interval)
         self.store = store
         self.sink = sink
         self.workers = workers
@@ -145,21 +177,27 @@ class Relay:
             self.batch_size,
             "" if forever else ", once",
         )
-        async with asyncio.TaskGroup() as tasks:
-            stats = tasks.create_task(self._stats_loop()) if forever else None
-            retention = (
-                tasks.create_task(self._retention_loop())
-                if forever and self.retention is not None
-                else None
-            )
-            workers = [
-                tasks.create_task(self._worker(f"{self.owner}-w{index}", forever=forever))
-                for index in range(self.workers)
-            ]
-            await asyncio.gather(*workers)
-            for helper in (stats, retention):
-                if helper is not None:
-                    helper.cancel()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                stats = tasks.create_task(self._stats_loop()) if forever else None
+                retention = (
+                    tasks.create_task(self._retention_loop())
+                    if forever and self.retention is not None
+                    else None
+                )
+                workers = [
+                    tasks.create_task(self._worker(f"{self.owner}-w{index}", forever=forever))
+                    for index in range(self.workers)
+                ]
+                await asyncio.gather(*workers)
+                for helper in (stats, retention):
+                    if helper is not None:
+                        helper.cancel()
+        except BaseExceptionGroup as group:
+            # The workers' own failure (a store error, say), not the task group around it:
+            # callers and the CLI report one reason.
+            failure = first_failure(group)
+            raise failure from failure.__cause__
         await self._update_stats()
         report = self._counts.report()
         logger.info(

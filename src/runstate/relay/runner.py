@@ -47,7 +47,9 @@ async def run_relay(
     sink = create_sink(sink_url, **(sink_options or {}))
     async with open_store(store_url, **(store_options or {})) as store:
         if not isinstance(store, OutboxStore):
-            raise InvalidInput(f"store {mask_url(store_url)!r} has no outbox", field="store_url")
+            raise InvalidInput(
+                f"store {mask_url(store_url, store_url)!r} has no outbox", field="store_url"
+            )
         relay = Relay(
             store,
             sink,

@@ -302,7 +302,11 @@ def _outbox_schemas() -> dict[str, Schema]:
             {
                 "owner": {"type": "string"},
                 "limit": {"type": "integer", "minimum": 0, "maximum": 10_000},
-                "lease_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
+                "lease_seconds": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "exclusiveMaximum": 1_000_000_000,
+                },
             },
             ("owner", "limit", "lease_seconds"),
         ),

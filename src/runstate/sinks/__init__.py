@@ -67,7 +67,7 @@ def create_sink(url: str, **options: Any) -> Sink:
         factory = getattr(module, class_name).from_url
     if factory is None:
         raise InvalidInput(
-            f"unsupported sink URL {mask_url(url)!r}; supported: "
+            f"unsupported sink URL {mask_url(url, url)!r}; supported: "
             + ", ".join(s + "://" for s in supported_sink_schemes()),
             field="sink_url",
         )

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from .._url import mask_secret, mask_url
+from .._url import mask_url
 from ..errors import InvalidInput, PermanentDeliveryError, SinkError
 from ..store import Sink
 from ..types import MAX_DELIVERY_ERROR_LENGTH, DeliveryOutcome, DeliveryStatus, OutboxRecord
@@ -66,7 +66,7 @@ class BaseSink:
     def describe(self, exc: BaseException) -> str:
         """Describe an exception for logs and the outbox, with this sink's secrets masked."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return mask_secret(text, self._url)[:MAX_ERROR_LENGTH]
+        return mask_url(text, self._url)[:MAX_ERROR_LENGTH]
 
     def outcome_for(self, record: OutboxRecord, exc: BaseException) -> DeliveryOutcome:
         """Turn a failure into a retry or, for ``PermanentDeliveryError``, a dead letter."""
@@ -146,7 +146,7 @@ def sink_options(
     unknown = sorted(set(merged) - known)
     if unknown:
         raise InvalidInput(
-            f"unknown sink option(s) {', '.join(unknown)} for {mask_url(base)!r} "
+            f"unknown sink option(s) {', '.join(unknown)} for {mask_url(base, base)!r} "
             f"(supported: {', '.join(sorted(known))})",
             field="sink_url",
         )

@@ -55,7 +55,7 @@ class NatsSink(BaseSink):
         connect_timeout: float = 2.0,
     ) -> None:
         self._url = servers
-        self.name = mask_url(servers)
+        self.name = mask_url(servers, servers)
         self.subject = subject
         self.stream = stream
         self._create_stream = create_stream

@@ -49,7 +49,7 @@ class RabbitMQSink(BaseSink):
         timeout: float = 10.0,
     ) -> None:
         self._url = url
-        self.name = mask_url(url)
+        self.name = mask_url(url, url)
         self.exchange_name = exchange
         self.exchange_type = aio_pika.ExchangeType(exchange_type)
         self.routing_key = routing_key

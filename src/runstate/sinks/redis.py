@@ -37,7 +37,7 @@ class RedisStreamSink(BaseSink):
         timeout: float = 5.0,
     ) -> None:
         self._url = url
-        self.name = mask_url(url)
+        self.name = mask_url(url, url)
         self.stream = stream
         self.maxlen = maxlen
         self._timeout = timeout

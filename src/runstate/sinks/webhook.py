@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
 
-from .._url import mask_secret, mask_url
+from .._url import mask_url
 from ..errors import InvalidInput
 from ..types import OutboxRecord
 from .base import (
@@ -158,7 +158,7 @@ class WebhookSink(BaseSink):
         text = super().describe(exc)
         for value in self._query_values:
             text = text.replace(value, "***")
-        return mask_secret(text, self._url)
+        return mask_url(text, self._url)
 
     def build_request(self, record: OutboxRecord) -> tuple[bytes, dict[str, str]]:
         """Return the body and headers to POST for one record."""

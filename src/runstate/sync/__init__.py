@@ -14,7 +14,7 @@ group commit); ``memory://name`` shares its data with the async stores of that n
 PostgreSQL (and any other scheme) is the async adapter carried by a private event loop.
 ``RelayThread`` runs the outbox relay in a background thread. The engine, the executor and
 the memory and SQLite stores here are generated from their async sources by
-``tools/async_to_sync.py``; docs/design.md (decision 6) says why.
+``tools/async_to_sync.py``; docs/design.md (decision 8) says why.
 """
 
 from ..engine import RunState, RunStatus, UpcasterRegistry, project

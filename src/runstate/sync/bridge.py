@@ -7,7 +7,7 @@ group commit and LISTEN/NOTIFY, and the synchronous store only carries calls to 
 
 Why callers run the loop themselves instead of a dedicated loop thread: a lone caller then
 pays no thread hand-off at all (measured on PostgreSQL: 0.94x the async store's appends/s
-with one thread, against 0.85x through a loop thread; see docs/design.md, decision 6).
+with one thread, against 0.85x through a loop thread; see docs/design.md, decision 8).
 """
 
 from __future__ import annotations

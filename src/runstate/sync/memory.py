@@ -10,7 +10,7 @@ back are shared, so treat them as read-only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from runstate._open import refuse_unknown_options
@@ -31,17 +31,16 @@ from runstate._validation import (
     check_wait_timeout,
     parse_position_cursor,
 )
-from runstate.adapters._base import (
-    SyncStoreBase,
+from runstate.adapters._base import SyncStoreBase
+from runstate.adapters._memory_data import (
+    Delivery,
+    MemoryData,
+    RunData,
+    copy_event,
+    copy_stored_metadata,
+    shared_data,
 )
-from runstate.adapters.memory import (
-    _copy_metadata,
-    _Delivery,
-    _is_same_bootstrap,
-    _MemoryData,
-    _Run,
-    _shared_data,
-)
+from runstate.adapters.memory import _copy_metadata, _is_same_bootstrap
 from runstate.errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
 from runstate.types import (
     AppendResult,
@@ -60,10 +59,18 @@ from runstate.types import (
 
 
 def open_memory_store(url: StoreUrl, options: dict[str, Any]) -> MemoryStore:
-    """Open ``memory://`` (private) or ``memory://name`` (shared in-process); for ``open_store``."""
-    refuse_unknown_options(url, options, {"max_payload_bytes"})
-    name = url.raw.split("://", 1)[1].split("?", 1)[0].strip("/")
-    return MemoryStore(name=name or None, **options)
+    """Open ``memory://`` (private) or ``memory://name`` (shared in-process); for ``open_store``.
+
+    ``max_payload_bytes`` may also be given in the URL's query; keywords win.
+    """
+    merged: dict[str, Any] = dict(url.query)
+    merged.update(options)
+    refuse_unknown_options(url, merged, {"max_payload_bytes"})
+    limit = merged.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
+    if isinstance(limit, str) and limit.isascii() and limit.isdigit() and (len(limit) < 19):
+        limit = int(limit)
+    name = url.raw.split("://", 1)[1].split("?", 1)[0].split("#", 1)[0].strip("/")
+    return MemoryStore(name=name or None, max_payload_bytes=limit)
 
 
 class MemoryStore(SyncStoreBase):
@@ -79,7 +86,7 @@ class MemoryStore(SyncStoreBase):
     ) -> None:
         self._max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.name = name
-        self._data = _MemoryData() if name is None else _shared_data(name)
+        self._data = MemoryData() if name is None else shared_data(name)
         self._runs = self._data.runs
         self._lock = self._data.lock
 
@@ -95,8 +102,7 @@ class MemoryStore(SyncStoreBase):
             existing = self._runs.get(run_id)
             if existing is not None:
                 raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
-            run = self._runs[run_id] = _Run(_copy_metadata(checked_metadata))
-            return self._append(run_id, run, checked_events)
+            return self._append(run_id, RunData(_copy_metadata(checked_metadata)), checked_events)
 
     def append_and_enqueue_tx(
         self, run_id: str, events: Sequence[RunEventInput], *, expected_seq: int | None = None
@@ -114,40 +120,54 @@ class MemoryStore(SyncStoreBase):
                 )
             return self._append(run_id, run, checked)
 
-    def _append(self, run_id: str, run: _Run, checked: list[CheckedEvent]) -> AppendResult:
+    def _append(self, run_id: str, run: RunData, checked: list[CheckedEvent]) -> AppendResult:
+        """Append to ``run`` (a new run when it is not stored yet): first compute everything,
+        then change the store in steps that cannot fail."""
         data = self._data
-        log = run.events
         seen = run.event_ids
-        appended: list[RunEventPersisted] = []
+        taken: set[str] = set()
+        stored: list[RunEventPersisted] = []
         deduplicated: list[str] = []
         recorded_at = utc_now()
+        seq = len(run.events)
+        position = data.last_position
         for item in checked:
             event = item.event
             event_id = event.event_id
-            if event_id in seen:
+            if event_id in seen or event_id in taken:
                 deduplicated.append(event_id)
                 continue
-            seen.add(event_id)
-            data.last_position += 1
-            occurred_at = event.occurred_at
-            persisted = new_persisted_event(
-                run_id,
-                len(log) + 1,
-                data.last_position,
-                event.type,
-                item.payload,
-                event_id,
-                event.schema_version,
-                None if occurred_at is None else occurred_at.astimezone(UTC),
-                recorded_at,
+            taken.add(event_id)
+            seq += 1
+            position += 1
+            stored.append(
+                new_persisted_event(
+                    run_id,
+                    seq,
+                    position,
+                    event.type,
+                    item.payload,
+                    event_id,
+                    event.schema_version,
+                    item.occurred_at,
+                    recorded_at,
+                )
             )
-            log.append(persisted)
-            appended.append(persisted)
-            run.pending.append(persisted)
+        result = new_append_result(
+            run_id, tuple(copy_event(e) for e in stored), tuple(deduplicated), seq
+        )
+        # Nothing below can fail: the write happens whole.
+        if run_id not in self._runs:
+            self._runs[run_id] = run
+        data.last_position = position
+        run.events.extend(stored)
+        seen.update(taken)
+        run.pending.extend(stored)
+        for persisted in stored:
             data.undelivered[persisted.position] = persisted
-        if appended:
+        if stored:
             data.wake_waiters()
-        return new_append_result(run_id, tuple(appended), tuple(deduplicated), len(log))
+        return result
 
     def list_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -161,7 +181,7 @@ class MemoryStore(SyncStoreBase):
             if run is None:
                 return []
             end = len(run.events) if limit is None else after_seq + limit
-            return run.events[after_seq:end]
+            return [copy_event(event) for event in run.events[after_seq:end]]
 
     def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
@@ -169,7 +189,7 @@ class MemoryStore(SyncStoreBase):
         check_identifier(run_id, "run_id")
         with self._lock:
             run = self._runs.get(run_id)
-            return None if run is None else run.metadata
+            return None if run is None else copy_stored_metadata(run.metadata)
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -198,7 +218,7 @@ class MemoryStore(SyncStoreBase):
             )
             return [
                 RunSummary(
-                    metadata=run.metadata,
+                    metadata=copy_stored_metadata(run.metadata),
                     last_seq=len(run.events),
                     updated_at=run.events[-1].recorded_at,
                 )
@@ -218,7 +238,7 @@ class MemoryStore(SyncStoreBase):
                 if event.position > after
             ]
             found.sort(key=lambda event: event.position)
-            page = tuple(found[:limit])
+            page = tuple(copy_event(event) for event in found[:limit])
             return FeedPage(events=page, cursor=str(page[-1].position) if page else str(after))
 
     def feed_head(self) -> str:
@@ -257,7 +277,7 @@ class MemoryStore(SyncStoreBase):
                         continue
                     delivery = data.deliveries.get(event.position)
                     if delivery is None:
-                        delivery = data.deliveries[event.position] = _Delivery()
+                        delivery = data.deliveries[event.position] = Delivery()
                     elif not delivery.claimable(now):
                         break
                     delivery.lease_owner = owner
@@ -265,7 +285,7 @@ class MemoryStore(SyncStoreBase):
                     claimed.append(
                         OutboxRecord(
                             outbox_id=event.position,
-                            event=event,
+                            event=copy_event(event),
                             workflow=run.metadata.workflow,
                             attempts=delivery.attempts,
                             lease_owner=owner,
@@ -274,7 +294,7 @@ class MemoryStore(SyncStoreBase):
                     )
             return claimed
 
-    def _owned(self, outbox_id: int, owner: str) -> _Delivery | None:
+    def _owned(self, outbox_id: int, owner: str) -> Delivery | None:
         delivery = self._data.deliveries.get(outbox_id)
         if delivery is None or delivery.lease_owner != owner or delivery.dead:
             return None
@@ -324,9 +344,8 @@ class MemoryStore(SyncStoreBase):
     def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
-        ids = check_outbox_ids(outbox_ids, owner)
         with self._lock:
-            for outbox_id in ids:
+            for outbox_id in check_outbox_ids(outbox_ids, owner):
                 delivery = self._owned(outbox_id, owner)
                 if delivery is not None:
                     delivery.lease_owner = None

@@ -173,8 +173,8 @@ class SQLiteStore(SyncStoreBase):
         """
         self._check_open()
         after = parse_position_cursor(cursor, limit)
-        events = self._reader.call(read_feed, after, limit)
-        return FeedPage(events=events, cursor=str(events[-1].position) if events else str(after))
+        events, last = self._reader.call(read_feed, after, limit)
+        return FeedPage(events=events, cursor=str(last))
 
     def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""

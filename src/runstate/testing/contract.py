@@ -20,6 +20,7 @@ from ._support import (
     new_run_id,
 )
 from .catalog_contract import CatalogContract
+from .edges_contract import EdgesContract
 from .outbox_contract import OutboxContract
 from .store_contract import StoreContract
 from .validation_contract import ValidationContract
@@ -27,6 +28,7 @@ from .validation_contract import ValidationContract
 __all__ = [
     "CatalogContract",
     "ContractBase",
+    "EdgesContract",
     "OutboxContract",
     "RunStateStoreContract",
     "StoreContract",
@@ -40,8 +42,11 @@ __all__ = [
 ]
 
 
-class RunStateStoreContract(StoreContract, ValidationContract, OutboxContract, CatalogContract):
-    """Every rule of the store contract, the outbox and the catalog, plus a model test."""
+class RunStateStoreContract(
+    StoreContract, ValidationContract, EdgesContract, OutboxContract, CatalogContract
+):
+    """Every rule of the store contract, the outbox and the catalog, the edges of every
+    input, plus a model test."""
 
     # -- the model-based property test ---------------------------------------------------------
 

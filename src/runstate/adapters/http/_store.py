@@ -62,6 +62,8 @@ TOKEN_ENV_VAR = "RUNSTATE_API_TOKEN"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_CONNECTIONS = 100
 PAGE_SIZE = 1000
+#: Record ids per request: the server takes at most 10,000 at once.
+MAX_IDS_PER_CALL = 10_000
 MAX_WAIT_CHUNK_SECONDS = 55.0
 _JSON_HEADERS = {"Content-Type": "application/json"}
 # The payload limit is the server's: here every other rule is checked before sending, and the
@@ -243,15 +245,23 @@ class HttpStore(StoreBase):
         """Return runs newest first (``created_at``, then ``run_id``, descending)."""
         self._check_open()
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
-        params = {"limit": str(limit), "offset": str(offset)}
+        filters: dict[str, str] = {}
         if workflow is not None:
-            params["workflow"] = str(workflow)
+            filters["workflow"] = workflow
         if tenant_id is not None:
-            params["tenant_id"] = str(tenant_id)
+            filters["tenant_id"] = tenant_id
         if created_after is not None:
-            params["created_after"] = created_after.isoformat()
-        document = await self._call("GET", "/v1/catalog/runs", params=params)
-        return [summary_from_json(s) for s in document["runs"]]
+            filters["created_after"] = created_after.isoformat()
+        runs: list[RunSummary] = []
+        while True:
+            # The server's pages are bounded: a larger limit is read as several pages.
+            want = min(PAGE_SIZE, limit - len(runs))
+            params = {**filters, "limit": str(want), "offset": str(offset + len(runs))}
+            document = await self._call("GET", "/v1/catalog/runs", params=params)
+            page = [summary_from_json(s) for s in document["runs"]]
+            runs.extend(page)
+            if len(page) < want or want == 0 or len(runs) >= limit:
+                return runs
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor`` (``None``: from the start)."""
@@ -295,10 +305,12 @@ class HttpStore(StoreBase):
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
-        if not ids:
-            return 0
-        body = {"owner": owner, "outbox_ids": ids}
-        return int((await self._call("POST", "/v1/outbox/delivered", body=body))["updated"])
+        updated = 0
+        for start in range(0, len(ids), MAX_IDS_PER_CALL):
+            body = {"owner": owner, "outbox_ids": ids[start : start + MAX_IDS_PER_CALL]}
+            document = await self._call("POST", "/v1/outbox/delivered", body=body)
+            updated += int(document["updated"])
+        return updated
 
     async def mark_failed(
         self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
@@ -318,10 +330,9 @@ class HttpStore(StoreBase):
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
-        if not ids:
-            return
-        body = {"owner": owner, "outbox_ids": ids}
-        await self._call("POST", "/v1/outbox/release", body=body)
+        for start in range(0, len(ids), MAX_IDS_PER_CALL):
+            body = {"owner": owner, "outbox_ids": ids[start : start + MAX_IDS_PER_CALL]}
+            await self._call("POST", "/v1/outbox/release", body=body)
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""

@@ -1,9 +1,11 @@
 """The PostgreSQL adapter: an asyncpg pool, plpgsql write functions, LISTEN/NOTIFY wake-ups.
 
 ``open_store("postgresql://user@host/db?schema=runstate&pool_size=10")``. Tables live in one
-schema of an existing database (default ``runstate``), created and migrated on open. While a
-relay waits (``runstate_watch``), every write transaction sends one NOTIFY on channel
-``runstate_outbox`` with the schema name as payload.
+schema of an existing database (default ``runstate``), created and migrated on open. Every
+statement names the schema itself and connections carry no session state, so the pool may
+go through pgbouncer in transaction mode (``pgbouncer=true``). While a relay waits
+(``runstate_watch``), every write transaction sends one NOTIFY on channel ``runstate_outbox``
+with the schema name as payload; behind a pooler, relays poll instead.
 
 Writes are group-committed: at most ``write_statements`` statements of each kind (bootstrap,
 append) run at once (default: one per 16 connections of the pool, 1 to 4), and writes that

@@ -38,10 +38,6 @@ import asyncpg
 
 from ...errors import StoreUnavailable
 from .._base import copy_error
-from ._queries import Q
-
-_BOOTSTRAP_BATCH = Q["bootstrap_batch"]
-_APPEND_BATCH = Q["append_batch"]
 
 Runner = Callable[[str, Callable[[Any], Awaitable[list[Any]]]], Awaitable[list[Any]]]
 
@@ -67,7 +63,11 @@ class BootstrapBatchCodec:
     An item's arguments are ``runstate_bootstrap``'s: run id, workflow, workflow version,
     tenant id, parent run id, input and labels (JSON text), created_at, schema version, then
     the event ids, types, payloads (JSON text), schema versions and occurred_at, as lists.
+    ``sql`` is the named statement ``bootstrap_batch`` for the store's schema.
     """
+
+    def __init__(self, sql: str) -> None:
+        self._sql = sql
 
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The call and its 17 arrays: one element per run, then one per event."""
@@ -83,7 +83,7 @@ class BootstrapBatchCodec:
             events[1].extend(range(1, len(event_ids) + 1))
             for column, values in zip(events[2:], item[9:14], strict=True):
                 column.extend(values)
-        return _BOOTSTRAP_BATCH, [*runs, *events]
+        return self._sql, [*runs, *events]
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """Per item: written (its positions) or refused (whether it was the same request)."""
@@ -123,7 +123,11 @@ class AppendBatchCodec:
 
     An item's arguments are ``runstate_append``'s: run id, expected_seq, then the candidate
     event ids, types, payloads (JSON text), schema versions and occurred_at, as lists.
+    ``sql`` is the named statement ``append_batch`` for the store's schema.
     """
+
+    def __init__(self, sql: str) -> None:
+        self._sql = sql
 
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The call and its 8 arrays: one element per run, then one per candidate event."""
@@ -136,7 +140,7 @@ class AppendBatchCodec:
             events[0].extend([run_id] * len(columns[0]))
             for column, values in zip(events[1:], columns, strict=True):
                 column.extend(values)
-        return _APPEND_BATCH, [run_ids, expected, *events]
+        return self._sql, [run_ids, expected, *events]
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """Per item: its code, last_seq, and the candidates written with their positions."""

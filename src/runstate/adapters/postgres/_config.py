@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-from ..._url import StoreUrl
-from ..._validation import DEFAULT_MAX_PAYLOAD_BYTES, check_max_payload_bytes
+from ..._url import StoreUrl, mask_url
+from ..._validation import DEFAULT_MAX_PAYLOAD_BYTES, MAX_LEASE_SECONDS, check_max_payload_bytes
 from ...errors import InvalidInput
 
 DEFAULT_SCHEMA = "runstate"
@@ -61,6 +62,26 @@ _DRIVER_QUERY_PARAMS = frozenset(
         "user",
     }
 )
+# Driver parameters with a fixed set of values: checked here, so that a typo is a clear
+# InvalidInput before any connection, never a retryable failure to connect.
+_DRIVER_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": (
+        "any",
+        "primary",
+        "standby",
+        "prefer-standby",
+        "read-write",
+        "read-only",
+    ),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "sslnegotiation": ("postgres", "direct"),
+    "gsslib": ("gssapi", "sspi"),
+}
+# Driver parameters naming files that must exist when given.
+_DRIVER_FILES = ("sslcert", "sslkey", "sslrootcert", "sslcrl")
+_MAX_POOL_SIZE = 10_000
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -68,11 +89,15 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PostgresConfig:
-    """Everything needed to open a pool: the driver DSN and runstate's own options."""
+    """Everything needed to open a pool: the driver DSN and runstate's own options.
 
-    dsn: str
+    ``pgbouncer``: connections go through a transaction-mode pooler, so no prepared
+    statement outlives its statement and no session feature (LISTEN) is used.
+    """
+
+    dsn: str = field(repr=False)
     masked_url: str
-    raw_url: str
+    raw_url: str = field(repr=False)
     schema: str
     pool_size: int
     max_payload_bytes: int
@@ -80,6 +105,16 @@ class PostgresConfig:
     command_timeout: float | None
     connect_timeout: float
     write_statements: int
+    pgbouncer: bool = False
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """The asyncpg keyword arguments of every connection: no server settings, so no
+        startup parameter a pooler could refuse and no session state."""
+        return {
+            "statement_cache_size": self.statement_cache_size,
+            "command_timeout": self.command_timeout,
+            "timeout": self.connect_timeout,
+        }
 
 
 def default_write_statements(pool_size: int) -> int:
@@ -116,17 +151,25 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
     if unknown:
         _refuse(url, unknown)
     merged.update(options)
+    parts = urlsplit(url.raw)
+    _check_location(url, parts.netloc, parts.path)
+    _check_driver_query(driver_query)
 
     cache_size = _int(
         merged.get("statement_cache_size", DEFAULT_STATEMENT_CACHE_SIZE),
         "statement_cache_size",
         minimum=0,
     )
-    if _bool(merged.get("pgbouncer", False), "pgbouncer"):
+    pgbouncer = _bool(merged.get("pgbouncer", False), "pgbouncer")
+    if pgbouncer:
         # Transaction-mode poolers hand each transaction to any server connection, so a
         # named prepared statement may not exist on the next one.
         cache_size = 0
     pool_size = _int(merged.get("pool_size", DEFAULT_POOL_SIZE), "pool_size", minimum=1)
+    if pool_size > _MAX_POOL_SIZE:
+        raise InvalidInput(
+            f"must be at most {_MAX_POOL_SIZE:,}, got {pool_size}", field="pool_size"
+        )
     max_payload = merged.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
     if isinstance(max_payload, str):
         max_payload = _int(max_payload, "max_payload_bytes", minimum=1)
@@ -136,7 +179,6 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
         "write_statements",
         minimum=1,
     )
-    parts = urlsplit(url.raw)
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(driver_query), ""))
     return PostgresConfig(
         dsn=dsn,
@@ -153,12 +195,55 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
             merged.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT), "connect_timeout"
         ),
         write_statements=write_statements,
+        pgbouncer=pgbouncer,
     )
 
 
+def _check_location(url: StoreUrl, netloc: str, path: str) -> None:
+    """Refuse hosts, ports, user names and database names no connection can use."""
+    userinfo, _, hosts = netloc.rpartition("@")
+    for name, text in (("user", unquote(userinfo)), ("database", unquote(path))):
+        if "\x00" in text:
+            raise InvalidInput(
+                f"the {name} of {url.masked!r} must not contain NUL (%00)", field="url"
+            )
+    for host in hosts.split(","):
+        if host.startswith("["):
+            address, bracket, rest = host[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise InvalidInput(f"malformed host {host!r} in {url.masked!r}", field="url")
+            port = rest[1:]
+        else:
+            address, _, port = host.partition(":")
+        if "\x00" in unquote(address):
+            raise InvalidInput(f"a host of {url.masked!r} contains NUL (%00)", field="url")
+        if port:
+            _check_port(port, f"the port of host {address!r} in {url.masked!r}")
+
+
+def _check_port(text: str, what: str) -> None:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise InvalidInput(f"{what} must be a number from 1 to 65535, got {text!r}", field="url")
+
+
+def _check_driver_query(query: dict[str, str]) -> None:
+    """Refuse driver URL parameters the driver would reject, before any connection."""
+    for key, value in query.items():
+        if "\x00" in value:
+            raise InvalidInput("must not contain NUL (%00)", field=key)
+        choices = _DRIVER_CHOICES.get(key)
+        if choices is not None and value not in choices:
+            raise InvalidInput(f"must be one of {', '.join(choices)}, got {value!r}", field=key)
+        if key in _DRIVER_FILES and value != "system" and not os.path.exists(value):
+            raise InvalidInput(f"no such file: {value!r}", field=key)
+    for port in query.get("port", "").split(",") if query.get("port") else ():
+        _check_port(port, "the port parameter")
+
+
 def _refuse(url: StoreUrl, unknown: list[str]) -> None:
+    names = [mask_url(name)[:60] for name in unknown]
     raise InvalidInput(
-        f"unknown option(s) {', '.join(unknown)} for {url.scheme}:// "
+        f"unknown option(s) {', '.join(names)} for {url.scheme}:// "
         f"(supported: {', '.join(sorted(SUPPORTED_OPTIONS))}; "
         f"driver URL parameters: {', '.join(sorted(_DRIVER_QUERY_PARAMS))})",
         field="options",
@@ -167,12 +252,12 @@ def _refuse(url: StoreUrl, unknown: list[str]) -> None:
 
 def _int(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise InvalidInput(f"must be an int, got {value!r}", field=name) from None
-    if type(value) is not int or value < minimum:
-        raise InvalidInput(f"must be an int >= {minimum}, got {value!r}", field=name)
+        if not (value.isascii() and value.strip().lstrip("+-").isdigit() and len(value) <= 19):
+            raise InvalidInput(f"must be an int, got {value[:40]!r}", field=name) from None
+        value = int(value)
+    if type(value) is not int or not minimum <= value <= 2**31 - 1:
+        shown = repr(value) if type(value) is not int or value.bit_length() < 100 else "a huge int"
+        raise InvalidInput(f"must be an int from {minimum} to 2**31 - 1, got {shown}", field=name)
     return value
 
 
@@ -182,8 +267,11 @@ def _float(value: object, name: str) -> float:
             value = float(value)
         except ValueError:
             raise InvalidInput(f"must be a number, got {value!r}", field=name) from None
-    if type(value) not in (int, float) or not 0 < value < float("inf"):  # type: ignore[operator]
-        raise InvalidInput(f"must be a positive number of seconds, got {value!r}", field=name)
+    if type(value) not in (int, float) or not 0 < value < MAX_LEASE_SECONDS:  # type: ignore[operator]
+        raise InvalidInput(
+            f"must be a positive number of seconds below {MAX_LEASE_SECONDS:,}, got {value!r}",
+            field=name,
+        )
     return float(value)  # type: ignore[arg-type]
 
 

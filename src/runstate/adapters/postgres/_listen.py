@@ -1,7 +1,10 @@
-"""The LISTEN side of ``wait_for_outbox``: one lazily opened, self-healing connection.
+"""The waiting side of ``wait_for_outbox``: LISTEN on one lazily opened, self-healing
+connection, or, behind a transaction-mode pooler, polling.
 
 Writers notify only while some relay is registered as waiting (``runstate_watch``), because
-notifying commits are serialized by PostgreSQL; see ``0002_write_functions.sql``.
+notifying commits are serialized by PostgreSQL; see ``0002_write_functions.sql``. A pooler
+in transaction mode hands each transaction to any server connection, so a LISTEN (session
+state) would be lost and a watcher row left behind: there, waiters poll instead.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._queries import Q
+from ._queries import schema_queries
 
 NOTIFY_CHANNEL = "runstate_outbox"
 """Writes send one NOTIFY on this channel, with the schema name as its payload."""
@@ -22,6 +25,7 @@ class OutboxListener:
 
     def __init__(self, schema: str, connect: Callable[[], Awaitable[Any]]) -> None:
         self._schema = schema
+        self._q = schema_queries(schema)
         self._connect = connect
         self._connection: Any = None
         # One asyncpg connection runs one query at a time; waiters share it.
@@ -57,7 +61,7 @@ class OutboxListener:
                     connection.terminate()
                     raise
                 self._connection = connection
-            return bool(await self._connection.fetchval(Q["watch"]))
+            return bool(await self._connection.fetchval(self._q["watch"]))
 
     async def _unwatch(self) -> None:
         async with self._lock:
@@ -65,7 +69,7 @@ class OutboxListener:
             if connection is None or connection.is_closed() or self._closed:
                 return
             try:
-                await connection.fetchval(Q["unwatch"])
+                await connection.fetchval(self._q["unwatch"])
             except Exception:
                 # A connection that cannot unregister is dropped; its row dies with it.
                 self._connection = None
@@ -97,3 +101,29 @@ class OutboxListener:
             except Exception:
                 # A connection that cannot close politely is cut; close() must not fail.
                 connection.terminate()
+
+
+class OutboxPoller:
+    """Waits for claimable records by asking every ``interval`` seconds (no LISTEN)."""
+
+    #: Seconds between two polls: the most a relay waits for a new record behind a pooler.
+    interval = 0.1
+
+    def __init__(self, claimable: Callable[[], Awaitable[bool]]) -> None:
+        self._claimable = claimable
+        self._closed = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Return once a record is claimable, or after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._closed.is_set() and not await self._claimable():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), min(self.interval, remaining))
+
+    async def close(self) -> None:
+        """Release every waiter."""
+        self._closed.set()

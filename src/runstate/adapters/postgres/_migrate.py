@@ -12,12 +12,12 @@ from ..._url import StoreUrl
 from .._sql import latest_version, load_migrations, pending_migrations
 from ._config import check_schema_name, parse_config, quote_ident
 from ._errors import translated
-from ._queries import DIALECT, Q
+from ._queries import DIALECT, Q, schema_queries
 
 
 def with_schema(name: str, schema: str) -> str:
     """The named statement ``name`` with its ``{schema}`` placeholder filled, quoted."""
-    return Q[name].replace("{schema}", quote_ident(schema))
+    return schema_queries(schema)[name]
 
 
 async def applied_version(connection: Any, schema: str) -> int:
@@ -33,7 +33,8 @@ async def migrate(connection: Any, schema: str) -> list[int]:
 
     Runs in one transaction under an advisory lock keyed on the schema name, so processes
     opening the same schema at once migrate it exactly once and the others wait for it.
-    The connection's search_path is pointed at the schema for the migration's duration.
+    The transaction's search_path is pointed at the schema (the migrations name no schema),
+    so it is no session state: this works through a transaction-mode pooler too.
     """
     check_schema_name(schema)
     if await applied_version(connection, schema) >= latest_version(DIALECT):
@@ -47,10 +48,12 @@ async def migrate(connection: Any, schema: str) -> list[int]:
         await connection.execute(Q["use_schema"], quote_ident(schema))
         current = await applied_version(connection, schema)
         if current == 0 and not await connection.fetchval(Q["has_schema_version_table"], schema):
-            await connection.execute(Q["create_schema_version_table"])
+            await connection.execute(with_schema("create_schema_version_table", schema))
         for migration in pending_migrations(DIALECT, current):
             await connection.execute(migration.sql)
-            await connection.execute(Q["record_migration"], migration.version, migration.name)
+            await connection.execute(
+                with_schema("record_migration", schema), migration.version, migration.name
+            )
             applied.append(migration.version)
     return applied
 
@@ -74,10 +77,10 @@ class PostgresMigrator:
         self, url: StoreUrl, options: Mapping[str, Any], *, apply: bool
     ) -> tuple[int, int]:
         config = parse_config(url, dict(options))
-        with translated(config.raw_url, "connecting"):
-            connection = await asyncpg.connect(config.dsn, timeout=config.connect_timeout)
+        with translated(config.raw_url, "connecting", connecting=True):
+            connection = await asyncpg.connect(config.dsn, **config.connect_kwargs())
         try:
-            with translated(config.raw_url, "migrating"):
+            with translated(config.raw_url, "migrating", schema=config.schema):
                 before = await applied_version(connection, config.schema)
                 if apply:
                     await migrate(connection, config.schema)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,33 +35,27 @@ from ...types import (
     RunSummary,
 )
 from .._base import StoreBase, first_occurrences
+from .._decode import decode_one
 from ._batch import AppendBatchCodec, BootstrapBatchCodec, KeptConnections, WriteBatcher
-from ._config import PostgresConfig, quote_ident
-from ._errors import DRIVER_ERRORS, is_connection_loss, to_store_unavailable, translated
-from ._listen import NOTIFY_CHANNEL, OutboxListener
+from ._config import PostgresConfig
+from ._errors import DRIVER_ERRORS, is_connection_loss, translate_error, translated
+from ._listen import NOTIFY_CHANNEL, OutboxListener, OutboxPoller
 from ._migrate import migrate
-from ._queries import Q
+from ._queries import schema_queries
 from ._rows import (
+    RAW_TIMESTAMP_CODEC,
     append_result,
     event_arrays,
-    event_from_row,
+    events_from_rows,
     feed_page,
     metadata_from_row,
     parse_feed_cursor,
-    record_from_row,
+    records_from_rows,
     stats_from_row,
-    summary_from_row,
+    summaries_from_rows,
 )
 
 T = TypeVar("T")
-
-
-async def _init_connection(connection: Any) -> None:
-    # json (not jsonb) columns hold the exact text we wrote; decode it with the same library
-    # that validated it, so big ints, 5e-324 and key order come back unchanged.
-    await connection.set_type_codec(
-        "json", encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
-    )
 
 
 async def _keep_session(connection: Any) -> None:
@@ -75,46 +68,54 @@ async def _keep_session(connection: Any) -> None:
     """
 
 
-def _encode_json(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
-
-
-def connect_kwargs(config: PostgresConfig) -> dict[str, Any]:
-    """The asyncpg keyword arguments shared by the pool and the LISTEN connection."""
-    return {
-        "server_settings": {"search_path": quote_ident(config.schema)},
-        "statement_cache_size": config.statement_cache_size,
-        "command_timeout": config.command_timeout,
-        "timeout": config.connect_timeout,
-    }
+#: The widest ``limit`` a claim passes on: the claim function counts in 32-bit ints, and no
+#: batch is ever that large.
+_MAX_CLAIM = 2**31 - 1
+#: Errors the driver raises while decoding a result whose row holds a value no Python type
+#: can (a date past year 9999): the rows are read again with raw timestamps.
+_RESULT_DECODE_ERRORS = (OverflowError, ValueError)
 
 
 class PostgresStore(StoreBase):
-    """A ``RunStateStore`` and ``OutboxStore`` on PostgreSQL: one round trip per write."""
+    """A ``RunStateStore`` and ``OutboxStore`` on PostgreSQL: one round trip per write.
+
+    Every statement names the schema itself and connections carry no session state, so the
+    pool may go through a transaction-mode pooler (``pgbouncer=true``), where relays poll for
+    new records instead of listening.
+    """
 
     def __init__(self, config: PostgresConfig, pool: Any) -> None:
         self._config = config
         self._pool = pool
+        self._q = schema_queries(config.schema)
         self._max_payload_bytes = config.max_payload_bytes
         self._acquire_timeout = config.command_timeout
-        self._listener = OutboxListener(config.schema, self._connect_listener)
+        self._listener: OutboxListener | OutboxPoller
+        if config.pgbouncer:
+            self._listener = OutboxPoller(self._claimable)
+        else:
+            self._listener = OutboxListener(config.schema, self._connect_listener)
         # Group commit: writes that queue behind this many statements share the next one.
         in_flight = config.write_statements
         self._kept = KeptConnections(pool, min(in_flight, config.pool_size - 1))
         self._bootstraps = WriteBatcher(
             self._run_write,
             action="bootstrap_run_tx",
-            codec=BootstrapBatchCodec(),
+            codec=BootstrapBatchCodec(self._q["bootstrap_batch"]),
             max_in_flight=in_flight,
             on_idle=self._writes_idle,
         )
         self._appends = WriteBatcher(
             self._run_write,
             action="append_and_enqueue_tx",
-            codec=AppendBatchCodec(),
+            codec=AppendBatchCodec(self._q["append_batch"]),
             max_in_flight=in_flight,
             on_idle=self._writes_idle,
         )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<PostgresStore {self._config.masked_url!r} schema={self.schema!r} {state}>"
 
     @property
     def schema(self) -> str:
@@ -124,17 +125,16 @@ class PostgresStore(StoreBase):
     @classmethod
     async def open(cls, config: PostgresConfig) -> PostgresStore:
         """Create the pool, migrate the schema if needed, and return the open store."""
-        with translated(config.raw_url, "connecting"):
+        with translated(config.raw_url, "connecting", connecting=True):
             pool = await asyncpg.create_pool(
                 config.dsn,
                 min_size=1,
                 max_size=config.pool_size,
-                init=_init_connection,
                 reset=_keep_session,
-                **connect_kwargs(config),
+                **config.connect_kwargs(),
             )
         try:
-            with translated(config.raw_url, "migrating"):
+            with translated(config.raw_url, "migrating", schema=config.schema):
                 async with pool.acquire(timeout=config.connect_timeout) as connection:
                     await migrate(connection, config.schema)
         except BaseException:
@@ -143,7 +143,7 @@ class PostgresStore(StoreBase):
         return cls(config, pool)
 
     async def _connect_listener(self) -> Any:
-        return await asyncpg.connect(self._config.dsn, **connect_kwargs(self._config))
+        return await asyncpg.connect(self._config.dsn, **self._config.connect_kwargs())
 
     async def _close(self) -> None:
         """Close the LISTEN connection and the pool."""
@@ -191,7 +191,9 @@ class PostgresStore(StoreBase):
             except DRIVER_ERRORS as exc:
                 if attempt + 1 < attempts and is_connection_loss(exc):
                     continue
-                raise to_store_unavailable(exc, self._config.raw_url, action) from exc
+                raise translate_error(
+                    exc, self._config.raw_url, action, self._config.schema
+                ) from exc
         raise AssertionError("unreachable")
 
     async def _run_write(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -256,7 +258,24 @@ class PostgresStore(StoreBase):
             run_id, checked, appended, row["o_positions"], row["o_last_seq"], row["o_recorded_at"]
         )
 
-    # -- reads -------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------
+
+    async def _read(self, action: str, sql: str, *args: Any) -> list[Any]:
+        """Fetch a read's rows; reads get one retry after a lost connection.
+
+        When the driver cannot decode a row (a date past year 9999, written outside
+        runstate), the whole result fails in the driver: the rows are read again with raw
+        timestamps, so that the decoders find the bad row and the others are read.
+        """
+
+        async def work(connection: Any) -> list[Any]:
+            rows: list[Any] = await connection.fetch(sql, *args)
+            return rows
+
+        try:
+            return await self._run(action, work, retry=True)
+        except _RESULT_DECODE_ERRORS:
+            return await self._run(action, _raw_timestamps(sql, args))
 
     async def list_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -265,24 +284,15 @@ class PostgresStore(StoreBase):
         self._check_open()
         check_identifier(run_id, "run_id")
         check_page(after_seq, limit)
-
-        async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(Q["list_events"], run_id, after_seq, limit)
-            return rows
-
-        rows = await self._run("list_events", work, retry=True)
-        return [event_from_row(row) for row in rows]
+        rows = await self._read("list_events", self._q["list_events"], run_id, after_seq, limit)
+        return events_from_rows(rows, skip=False)
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
         self._check_open()
         check_identifier(run_id, "run_id")
-
-        async def work(connection: Any) -> Any:
-            return await connection.fetchrow(Q["get_metadata"], run_id)
-
-        row = await self._run("get_run_metadata_by_run_id", work, retry=True)
-        return None if row is None else metadata_from_row(row)
+        rows = await self._read("get_run_metadata_by_run_id", self._q["get_metadata"], run_id)
+        return decode_one(rows[0], metadata_from_row, run_id) if rows else None
 
     # -- catalog -----------------------------------------------------------------------
 
@@ -299,33 +309,23 @@ class PostgresStore(StoreBase):
         self._check_open()
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
         args = (workflow, tenant_id, created_after, limit, offset)
-
-        async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(Q["list_runs"], *args)
-            return rows
-
-        rows = await self._run("list_runs", work, retry=True)
-        return [summary_from_row(row) for row in rows]
+        return summaries_from_rows(await self._read("list_runs", self._q["list_runs"], *args))
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in commit-safe order."""
         self._check_open()
         check_feed_limit(limit)
         after = parse_feed_cursor(cursor)
-
-        async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(Q["read_feed"], after[0], after[1], limit)
-            return rows
-
-        rows = await self._run("read_feed", work, retry=True)
+        rows = await self._read("read_feed", self._q["read_feed"], after[0], after[1], limit)
         return feed_page(rows, after)
 
     async def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""
         self._check_open()
+        sql = self._q["feed_head"]
 
         async def work(connection: Any) -> str:
-            return str(await connection.fetchval(Q["feed_head"]))
+            return str(await connection.fetchval(sql))
 
         return f"{await self._run('feed_head', work, retry=True)}:0"
 
@@ -334,26 +334,58 @@ class PostgresStore(StoreBase):
     async def claim_outbox_batch(
         self, *, owner: str, limit: int, lease_seconds: float
     ) -> list[OutboxRecord]:
-        """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order."""
+        """Lease up to ``limit`` deliverable records to ``owner``, in per-run seq order.
+
+        A record whose event cannot be read back is dead-lettered, with the reason as its
+        error, and its run's later records are released: the run waits behind it as behind
+        any dead letter, and the other runs go on.
+        """
         self._check_open()
         check_claim(owner, limit, lease_seconds)
         if limit == 0:
             return []
+        sql = self._q["claim"]
+        args = (owner, min(limit, _MAX_CLAIM), float(lease_seconds))
 
         async def work(connection: Any) -> list[Any]:
-            rows: list[Any] = await connection.fetch(Q["claim"], owner, limit, float(lease_seconds))
+            rows: list[Any] = await connection.fetch(sql, *args)
             return rows
 
-        rows = await self._run("claim_outbox_batch", work)
-        return [record_from_row(row) for row in rows]
+        try:
+            rows = await self._run("claim_outbox_batch", work)
+        except _RESULT_DECODE_ERRORS:
+            # The leases are taken: read what this owner holds again, with raw timestamps.
+            again = _raw_timestamps(self._q["claimed_by_owner"], (owner,))
+            rows = await self._run("claim_outbox_batch", again)
+        records, unreadable = records_from_rows(rows)
+        if unreadable:
+            await self._set_aside(owner, rows, records, unreadable)
+        return records
+
+    async def _set_aside(
+        self,
+        owner: str,
+        rows: list[Any],
+        records: list[OutboxRecord],
+        unreadable: list[tuple[int, str]],
+    ) -> None:
+        """Dead-letter the unreadable records of a claim and release the rest of their runs."""
+        kept = {record.outbox_id for record in records}
+        dead = {outbox_id for outbox_id, _ in unreadable}
+        held = [row["outbox_id"] for row in rows if row["outbox_id"] not in kept | dead]
+        for outbox_id, error in unreadable:
+            await self.mark_failed(outbox_id, owner=owner, error=error, retry_at=None)
+        if held:
+            await self.release_outbox(held, owner=owner)
 
     async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
+        sql = self._q["mark_delivered"]
 
         async def work(connection: Any) -> int:
-            return int(await connection.fetchval(Q["mark_delivered"], ids, owner))
+            return int(await connection.fetchval(sql, ids, owner))
 
         return await self._run("mark_delivered", work)
 
@@ -363,9 +395,10 @@ class PostgresStore(StoreBase):
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
         text = check_failure(outbox_id, owner, error, retry_at)
+        sql = self._q["mark_failed"]
 
         async def work(connection: Any) -> None:
-            await connection.execute(Q["mark_failed"], outbox_id, owner, text, retry_at)
+            await connection.execute(sql, outbox_id, owner, text, retry_at)
 
         await self._run("mark_failed", work)
 
@@ -373,20 +406,22 @@ class PostgresStore(StoreBase):
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
-        await self._update_and_notify("release_outbox", Q["release"], ids, owner)
+        await self._update_and_notify("release_outbox", self._q["release"], ids, owner)
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
         """Make dead-lettered records deliverable again; return how many."""
         self._check_open()
         check_identifier(run_id, "run_id", optional=True)
-        return await self._update_and_notify("redrive_dead_letters", Q["redrive"], run_id)
+        return await self._update_and_notify("redrive_dead_letters", self._q["redrive"], run_id)
 
     async def _update_and_notify(self, action: str, sql: str, *args: object) -> int:
+        statement, schema = self._q["notify"], self.schema
+
         async def work(connection: Any) -> int:
             count = int(await connection.fetchval(sql, *args))
             if count:
                 # After the autocommitted update, so a woken relay sees the change.
-                await connection.execute(Q["notify"], NOTIFY_CHANNEL)
+                await connection.execute(statement, NOTIFY_CHANNEL, schema)
             return count
 
         return await self._run(action, work)
@@ -394,25 +429,49 @@ class PostgresStore(StoreBase):
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
-
-        async def work(connection: Any) -> Any:
-            return await connection.fetchrow(Q["stats"])
-
-        return stats_from_row(await self._run("outbox_stats", work, retry=True))
+        (row,) = await self._read("outbox_stats", self._q["stats"])
+        return stats_from_row(row)
 
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
         self._check_open()
         check_purge(older_than, limit)
+        sql = self._q["purge"]
 
         async def work(connection: Any) -> int:
-            return int(await connection.fetchval(Q["purge"], older_than, limit))
+            return int(await connection.fetchval(sql, older_than, limit))
 
         return await self._run("purge_delivered", work)
 
     async def wait_for_outbox(self, timeout: float) -> None:
-        """Return when new records may be claimable, or after ``timeout`` seconds."""
+        """Return when new records may be claimable, or after ``timeout`` seconds.
+
+        LISTEN/NOTIFY wakes the waiter; with ``pgbouncer=true`` (no session, so no LISTEN)
+        it polls for claimable records every ``OutboxPoller.interval`` seconds instead.
+        """
         self._check_open()
         timeout = check_wait_timeout(timeout)
-        with translated(self._config.raw_url, "wait_for_outbox"):
+        with translated(self._config.raw_url, "wait_for_outbox", schema=self.schema):
             await self._listener.wait(timeout)
+
+    async def _claimable(self) -> bool:
+        sql = self._q["claimable"]
+
+        async def work(connection: Any) -> bool:
+            return bool(await connection.fetchval(sql))
+
+        return await self._run("wait_for_outbox", work, retry=True)
+
+
+def _raw_timestamps(sql: str, args: tuple[Any, ...]) -> Callable[[Any], Awaitable[list[Any]]]:
+    """A read whose timestamps come back as raw microseconds (see ``RAW_TIMESTAMP_CODEC``)."""
+
+    async def work(connection: Any) -> list[Any]:
+        await connection.set_type_codec("timestamptz", **RAW_TIMESTAMP_CODEC)
+        try:
+            rows: list[Any] = await connection.fetch(sql, *args)
+        finally:
+            await connection.reset_type_codec("timestamptz", schema="pg_catalog")
+        return rows
+
+    return work

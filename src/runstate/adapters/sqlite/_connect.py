@@ -63,6 +63,10 @@ def path_from_url(url: StoreUrl) -> str:
         )
     # The path after "sqlite:///": "./x.db" and "tmp/x.db" are relative, "/tmp/x.db" absolute.
     raw = unquote(parts.path)[1:]
+    if "\x00" in raw:
+        raise InvalidInput(
+            f"{url.masked!r}: the database path must not contain NUL (%00)", field="url"
+        )
     if raw in ("", ":memory:") or raw.startswith(":memory:") or "mode=memory" in url.raw:
         raise InvalidInput(
             f"{url.masked!r} is not a database file path; an in-memory SQLite database cannot "
@@ -92,7 +96,7 @@ def parse_options(url: StoreUrl, options: Mapping[str, Any]) -> SQLiteOptions:
         )
     busy_timeout = _number(merged.get("busy_timeout", DEFAULT_BUSY_TIMEOUT), "busy_timeout")
     max_payload = merged.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES)
-    if isinstance(max_payload, str) and max_payload.isdigit():
+    if isinstance(max_payload, str) and max_payload.isascii() and max_payload.isdigit():
         max_payload = int(max_payload)
     return SQLiteOptions(
         path=path,

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from ..._validation import CheckedEvent, CheckedMetadata
-from ...errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from ...errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound, UnreadableRecord
 from ...types import (
     AppendResult,
     RunBootstrapInput,
@@ -27,8 +27,10 @@ from ...types import (
     utc_now,
 )
 from .._base import first_occurrences, is_same_bootstrap, persisted_event, unique_first_event_ids
+from .._decode import decode_one, decode_rows, load_labels, load_payload, reason
 from ._connect import from_us, to_us
 from ._queries import Q
+from ._writer import rollback
 
 T = TypeVar("T")
 _INSERT_RUN = Q["insert_run"]
@@ -43,12 +45,19 @@ _loads = json.loads
 
 
 def read(connection: sqlite3.Connection, function: Callable[..., T], *args: Any) -> T:
-    """Run ``function(connection, *args)`` in one read transaction: one consistent snapshot."""
+    """Run ``function(connection, *args)`` in one read transaction: one consistent snapshot.
+
+    A failure ends the transaction too: a reader left inside one would keep its snapshot and
+    miss every later commit.
+    """
     connection.execute(_BEGIN_READ)
     try:
-        return function(connection, *args)
-    finally:
-        connection.execute(_COMMIT)
+        result = function(connection, *args)
+    except BaseException:
+        rollback(connection)
+        raise
+    connection.execute(_COMMIT)
+    return result
 
 
 # -- writes of the store contract ------------------------------------------------------------
@@ -82,7 +91,7 @@ def bootstrap(
             metadata.parent_run_id,
             checked_metadata.input_json,
             checked_metadata.labels_json,
-            to_us(metadata.created_at),
+            to_us(checked_metadata.created_at),
             metadata.schema_version,
             len(fresh),
         ),
@@ -126,7 +135,7 @@ def _insert_events(
     seq = last_seq
     for item in checked:
         event = item.event
-        occurred_at = event.occurred_at
+        occurred_at = item.occurred_at
         cursor = execute(
             _INSERT_EVENT,
             (
@@ -152,8 +161,11 @@ def _insert_events(
     return tuple(appended), duplicates
 
 
-def _same_request(connection: sqlite3.Connection, request: RunBootstrapInput) -> bool:
-    stored = get_metadata(connection, request.metadata.run_id)
+def _same_request(connection: sqlite3.Connection, request: RunBootstrapInput) -> bool | None:
+    try:
+        stored = get_metadata(connection, request.metadata.run_id)
+    except UnreadableRecord:
+        return None  # the stored run cannot be compared
     if stored is None:
         return False
     wanted = len(unique_first_event_ids(request))
@@ -169,9 +181,16 @@ def _same_request(connection: sqlite3.Connection, request: RunBootstrapInput) ->
 def list_events(
     connection: sqlite3.Connection, run_id: str, after_seq: int, limit: int | None
 ) -> list[RunEventPersisted]:
-    """Return a page of the run's events in seq order."""
-    rows = connection.execute(_LIST_EVENTS, (run_id, after_seq, -1 if limit is None else limit))
-    return [event_from_row(run_id, *row) for row in rows]
+    """Return a page of the run's events in seq order; ``UnreadableRecord`` for a bad one."""
+    rows = connection.execute(
+        _LIST_EVENTS, (run_id, after_seq, -1 if limit is None else limit)
+    ).fetchall()
+    return decode_rows(
+        rows,
+        lambda row: event_from_row(run_id, *row),
+        lambda row, exc: UnreadableRecord(run_id, seq=row[1], reason=reason(exc)),
+        skip=False,
+    )
 
 
 def event_from_row(
@@ -191,7 +210,7 @@ def event_from_row(
         seq,
         position,
         type_,
-        _loads(payload),
+        load_payload(payload),
         event_id,
         schema_version,
         None if occurred_at is None else from_us(occurred_at),
@@ -201,9 +220,13 @@ def event_from_row(
 
 
 def get_metadata(connection: sqlite3.Connection, run_id: str) -> RunMetadata | None:
-    """Return the run's metadata, or ``None``."""
+    """Return the run's metadata, or ``None``; ``UnreadableRecord`` if it cannot be decoded."""
     row = connection.execute(Q["select_run"], (run_id,)).fetchone()
-    return None if row is None else _metadata(*row)
+    return None if row is None else decode_one(row, _row_metadata, run_id)
+
+
+def _row_metadata(row: tuple[Any, ...]) -> RunMetadata:
+    return _metadata(*row)
 
 
 def _metadata(
@@ -224,7 +247,7 @@ def _metadata(
         tenant_id,
         parent_run_id,
         _loads(input_json),
-        _loads(labels_json),
+        load_labels(labels_json),
         from_us(created_at),
         schema_version,
     )
@@ -239,21 +262,34 @@ def list_runs(
     limit: int,
     offset: int,
 ) -> list[RunSummary]:
-    """Return runs newest first, filtered and paged."""
+    """Return runs newest first, filtered and paged; an unreadable run is left out (logged)."""
     after_us = None if created_after is None else to_us(created_after)
-    rows = connection.execute(Q["list_runs"], (workflow, tenant_id, after_us, limit, offset))
-    return [
-        RunSummary(metadata=_metadata(*row[:9]), last_seq=row[9], updated_at=from_us(row[10]))
-        for row in rows
-    ]
+    rows = connection.execute(
+        Q["list_runs"], (workflow, tenant_id, after_us, limit, offset)
+    ).fetchall()
+    return decode_rows(
+        rows,
+        lambda row: RunSummary(
+            metadata=_metadata(*row[:9]), last_seq=row[9], updated_at=from_us(row[10])
+        ),
+        lambda row, exc: UnreadableRecord(row[0], reason=reason(exc)),
+        skip=True,
+    )
 
 
 def read_feed(
     connection: sqlite3.Connection, after_position: int, limit: int
-) -> tuple[RunEventPersisted, ...]:
-    """Return events of every run after ``after_position``, in position order."""
-    rows = connection.execute(Q["read_feed"], (after_position, limit))
-    return tuple(event_from_row(*row) for row in rows)
+) -> tuple[tuple[RunEventPersisted, ...], int]:
+    """Return events of every run after ``after_position``, in position order, and the
+    position to resume after: an unreadable event is left out (logged), and passed."""
+    rows = connection.execute(Q["read_feed"], (after_position, limit)).fetchall()
+    events = decode_rows(
+        rows,
+        lambda row: event_from_row(*row),
+        lambda row, exc: UnreadableRecord(row[0], seq=row[2], reason=reason(exc)),
+        skip=True,
+    )
+    return tuple(events), (rows[-1][1] if rows else after_position)
 
 
 def head_position(connection: sqlite3.Connection) -> int:

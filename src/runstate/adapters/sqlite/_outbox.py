@@ -10,7 +10,9 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from ...errors import UnreadableRecord
 from ...types import OutboxRecord, OutboxStats, utc_now
+from .._decode import DECODE_ERRORS, reason, report
 from ._connect import from_us, to_us
 from ._ops import event_from_row
 from ._queries import Q
@@ -19,7 +21,11 @@ from ._queries import Q
 def claim(
     connection: sqlite3.Connection, owner: str, limit: int, lease_seconds: float
 ) -> list[OutboxRecord]:
-    """Lease up to ``limit`` records, each run's deliverable prefix in turn (in a write tx)."""
+    """Lease up to ``limit`` records, each run's deliverable prefix in turn (in a write tx).
+
+    A record whose event cannot be read back is dead-lettered here, with the reason as its
+    error: its run waits behind it as behind any dead letter, and the other runs go on.
+    """
     now = utc_now()
     now_us = to_us(now)
     expires = now + timedelta(seconds=lease_seconds)
@@ -29,25 +35,10 @@ def claim(
     heads = connection.execute(Q["outbox_heads"]).fetchall()
     for run_id, _ in heads:
         prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
-        for row in prefix:
-            (outbox_id, attempts, dead, available_at, lease_owner, lease_expires_at) = row[:6]
-            if (
-                dead
-                or (lease_owner is not None and lease_expires_at > now_us)
-                or (available_at is not None and available_at > now_us)
-            ):
-                break
-            claimed.append(
-                OutboxRecord(
-                    outbox_id=outbox_id,
-                    event=event_from_row(run_id, *row[6:14]),
-                    workflow=row[14],
-                    attempts=attempts,
-                    lease_owner=owner,
-                    lease_expires_at=expires,
-                )
-            )
-        prefix.close()
+        try:
+            claimed += _claimable_prefix(connection, run_id, prefix, now_us, owner, expires)
+        finally:
+            prefix.close()  # never leave a statement open: it would pin a snapshot
         if len(claimed) >= limit:
             break
     expires_us = to_us(expires)
@@ -55,6 +46,49 @@ def claim(
         Q["outbox_lease"], [(owner, expires_us, record.outbox_id) for record in claimed]
     )
     return claimed
+
+
+def _claimable_prefix(
+    connection: sqlite3.Connection,
+    run_id: str,
+    prefix: sqlite3.Cursor,
+    now_us: int,
+    owner: str,
+    expires: datetime,
+) -> list[OutboxRecord]:
+    claimed: list[OutboxRecord] = []
+    for row in prefix:
+        (outbox_id, attempts, dead, available_at, lease_owner, lease_expires_at) = row[:6]
+        if (
+            dead
+            or (lease_owner is not None and lease_expires_at > now_us)
+            or (available_at is not None and available_at > now_us)
+        ):
+            break
+        try:
+            event = event_from_row(run_id, *row[6:14])
+        except DECODE_ERRORS as exc:
+            _dead_letter_unreadable(connection, outbox_id, run_id, row[7], exc)
+            break
+        claimed.append(
+            OutboxRecord(
+                outbox_id=outbox_id,
+                event=event,
+                workflow=row[14],
+                attempts=attempts,
+                lease_owner=owner,
+                lease_expires_at=expires,
+            )
+        )
+    return claimed
+
+
+def _dead_letter_unreadable(
+    connection: sqlite3.Connection, outbox_id: int, run_id: str, seq: int, exc: Exception
+) -> None:
+    problem = UnreadableRecord(run_id, seq=seq, reason=reason(exc))
+    connection.execute(Q["outbox_dead_unreadable"], (f"{problem} ({problem.code})", outbox_id))
+    report(problem, "its outbox record is dead-lettered")
 
 
 def mark_delivered(connection: sqlite3.Connection, outbox_ids: Sequence[int], owner: str) -> int:
@@ -108,5 +142,13 @@ def stats(connection: sqlite3.Connection) -> OutboxStats:
         in_flight=in_flight,
         dead=dead,
         delivered=delivered,
-        oldest_pending_at=None if oldest is None else from_us(oldest),
+        oldest_pending_at=_oldest(oldest),
     )
+
+
+def _oldest(value: int | None) -> datetime | None:
+    # A statistic: an unreadable time (a damaged row) is reported as unknown, not raised.
+    try:
+        return None if value is None else from_us(value)
+    except DECODE_ERRORS:
+        return None

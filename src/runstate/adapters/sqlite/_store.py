@@ -201,8 +201,8 @@ class SQLiteStore(StoreBase):
         """
         self._check_open()
         after = parse_position_cursor(cursor, limit)
-        events = await self._reader.call(read_feed, after, limit)
-        return FeedPage(events=events, cursor=str(events[-1].position) if events else str(after))
+        events, last = await self._reader.call(read_feed, after, limit)
+        return FeedPage(events=events, cursor=str(last))
 
     async def feed_head(self) -> str:
         """Return a cursor at the current end of the feed, to follow only newer events."""

@@ -13,6 +13,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -63,6 +64,9 @@ Job = tuple[Callable[..., Any], tuple[Any, ...]]
 
 def failure(exc: BaseException, path: str) -> Outcome:
     """The outcome of a failed call: driver errors translated, anything else as raised."""
+    # Drop the failed call's locals now: a cursor kept alive by the traceback keeps its
+    # statement, and with it a read snapshot, open until garbage collection.
+    traceback.clear_frames(exc.__traceback__)
     if isinstance(exc, sqlite3.Error):
         error = translate_error(exc, path)
         error.__cause__ = exc
@@ -192,7 +196,13 @@ class ConnectionThread:
                 _deliver_group(group, self._write_group(group))
                 del group
             else:
-                _deliver(loop, future, self._attempt(function, args))
+                outcome = self._attempt(function, args)
+                if not outcome[0] and self._connection is not None:
+                    # A failed call must leave no transaction open: a reader inside one keeps
+                    # its snapshot and misses every later commit.
+                    rollback(self._connection)
+                _deliver(loop, future, outcome)
+                del outcome
             # Drop references now: a finished call's arguments must not outlive it.
             del job, function, args, loop, future
 

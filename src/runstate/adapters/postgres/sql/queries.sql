@@ -1,25 +1,26 @@
 -- Named statements of the PostgreSQL adapter, loaded once by runstate.adapters._sql.load_queries.
--- Each statement starts at a "-- name: <name>" line. Every value is a bound parameter. Tables
--- and functions are found through the connection's search_path (the store's schema); the few
--- administration statements that name the schema itself carry a {schema} placeholder, filled
--- with the validated, quoted schema name (identifiers cannot be bound).
+-- Each statement starts at a "-- name: <name>" line. Every value is a bound parameter. Every
+-- table and function is qualified with the {schema} placeholder, filled with the store's
+-- validated, quoted schema name (identifiers cannot be bound): no statement depends on the
+-- connection's search_path, so connections carry no session state and work through
+-- transaction-mode poolers (pgbouncer). The functions set their own search_path (0007).
 
 -- The store -------------------------------------------------------------------------------
 
 -- name: bootstrap_batch
 -- Group commit: every bootstrap of a batch in one call, set-based (see _batch.py).
 SELECT o_run_ids, o_positions, o_recorded_at, o_same_request
-  FROM runstate_bootstrap_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                $15, $16, $17);
+  FROM {schema}.runstate_bootstrap_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                         $13, $14, $15, $16, $17);
 
 -- name: append_batch
 -- Group commit: every append of a batch (one per run) in one call, set-based.
 SELECT o_codes, o_last_seqs, o_run_ids, o_candidates, o_positions, o_recorded_at
-  FROM runstate_append_batch($1, $2, $3, $4, $5, $6, $7, $8);
+  FROM {schema}.runstate_append_batch($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: list_events
 SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at, recorded_at
-  FROM run_events
+  FROM {schema}.run_events
  WHERE run_id = $1 AND seq > $2
  ORDER BY seq
  LIMIT $3;
@@ -27,7 +28,7 @@ SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_
 -- name: get_metadata
 SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id, input, labels, created_at,
        schema_version
-  FROM run_metadata
+  FROM {schema}.run_metadata
  WHERE run_id = $1;
 
 -- The catalog -----------------------------------------------------------------------------
@@ -35,9 +36,9 @@ SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id, input, labe
 -- name: list_runs
 SELECT m.run_id, m.workflow, m.workflow_version, m.tenant_id, m.parent_run_id, m.input,
        m.labels, m.created_at, m.schema_version, m.last_seq,
-       (SELECT e.recorded_at FROM run_events AS e
+       (SELECT e.recorded_at FROM {schema}.run_events AS e
          WHERE e.run_id = m.run_id AND e.seq = m.last_seq) AS updated_at
-  FROM run_metadata AS m
+  FROM {schema}.run_metadata AS m
  WHERE ($1::text IS NULL OR m.workflow = $1::text)
    AND ($2::text IS NULL OR m.tenant_id = $2::text)
    AND ($3::timestamptz IS NULL OR m.created_at > $3::timestamptz)
@@ -50,7 +51,7 @@ SELECT m.run_id, m.workflow, m.workflow_version, m.tenant_id, m.parent_run_id, m
 -- behind a cursor already handed out (positions alone can: they are drawn before commit).
 SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at,
        recorded_at, tx_id::text AS tx_id
-  FROM run_events
+  FROM {schema}.run_events
  WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY tx_id, position
@@ -69,12 +70,25 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
 -- events itself: this statement's snapshot is older than the function's own statements.
 SELECT outbox_id, workflow, attempts, lease_owner, lease_expires_at, run_id, seq, position,
        type, payload, event_id, schema_version, occurred_at, recorded_at
-  FROM runstate_claim_outbox($1, $2, $3)
+  FROM {schema}.runstate_claim_outbox($1, $2, $3)
  ORDER BY head_id, seq;
+
+-- name: claimed_by_owner
+-- The records a claim just leased to $1, read again (see _store.py: a claim whose rows the
+-- driver could not decode), in the claim's order: run by run, oldest head first.
+SELECT o.outbox_id, o.workflow, o.attempts, o.lease_owner, o.lease_expires_at, e.run_id,
+       e.seq, e.position, e.type, e.payload, e.event_id, e.schema_version, e.occurred_at,
+       e.recorded_at
+  FROM {schema}.run_outbox AS o
+  JOIN {schema}.run_events AS e ON e.position = o.outbox_id
+ WHERE o.lease_owner = $1 AND o.lease_expires_at > now()
+   AND o.delivered_at IS NULL AND NOT o.dead
+ ORDER BY (SELECT min(p.outbox_id) FROM {schema}.run_outbox AS p
+            WHERE p.run_id = o.run_id AND p.delivered_at IS NULL), o.seq;
 
 -- name: mark_delivered
 WITH done AS (
-    UPDATE run_outbox
+    UPDATE {schema}.run_outbox
        SET delivered_at = now(), lease_expires_at = NULL
      WHERE outbox_id = ANY($1::bigint[])
        AND lease_owner = $2
@@ -85,7 +99,7 @@ WITH done AS (
 SELECT count(*) FROM done;
 
 -- name: mark_failed
-UPDATE run_outbox
+UPDATE {schema}.run_outbox
    SET attempts = attempts + 1,
        last_error = $3,
        lease_owner = NULL,
@@ -96,7 +110,7 @@ UPDATE run_outbox
 
 -- name: release
 WITH released AS (
-    UPDATE run_outbox
+    UPDATE {schema}.run_outbox
        SET lease_owner = NULL, lease_expires_at = NULL
      WHERE outbox_id = ANY($1::bigint[]) AND lease_owner = $2 AND delivered_at IS NULL
     RETURNING 1
@@ -105,7 +119,7 @@ SELECT count(*) FROM released;
 
 -- name: redrive
 WITH redriven AS (
-    UPDATE run_outbox
+    UPDATE {schema}.run_outbox
        SET dead = false, attempts = 0, available_at = NULL
      WHERE dead AND delivered_at IS NULL AND ($1::text IS NULL OR run_id = $1::text)
     RETURNING 1
@@ -117,13 +131,13 @@ SELECT count(*) FROM redriven;
 -- purgers never wait for each other.
 WITH doomed AS (
     SELECT outbox_id
-      FROM run_outbox
+      FROM {schema}.run_outbox
      WHERE delivered_at IS NOT NULL AND delivered_at < $1
      ORDER BY delivered_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 ), purged AS (
-    DELETE FROM run_outbox AS o
+    DELETE FROM {schema}.run_outbox AS o
      USING doomed
      WHERE o.outbox_id = doomed.outbox_id
     RETURNING 1
@@ -131,7 +145,7 @@ WITH doomed AS (
 SELECT count(*) FROM purged;
 
 -- name: notify
-SELECT pg_notify($1, current_schema());
+SELECT pg_notify($1, $2);
 
 -- name: stats
 SELECT count(*) FILTER (WHERE NOT dead AND NOT coalesce(lease_expires_at > now(), false))
@@ -140,15 +154,28 @@ SELECT count(*) FILTER (WHERE NOT dead AND NOT coalesce(lease_expires_at > now()
            AS in_flight,
        count(*) FILTER (WHERE dead) AS dead,
        min(recorded_at) FILTER (WHERE NOT dead) AS oldest_pending_at,
-       (SELECT count(*) FROM run_outbox WHERE delivered_at IS NOT NULL) AS delivered
-  FROM run_outbox
+       (SELECT count(*) FROM {schema}.run_outbox WHERE delivered_at IS NOT NULL) AS delivered
+  FROM {schema}.run_outbox
  WHERE delivered_at IS NULL;
 
+-- name: claimable
+-- Whether a claim would find a record now: what a relay polls when LISTEN cannot be used
+-- (behind a transaction-mode pooler). The same test as runstate_watch's.
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.run_outbox AS o
+     WHERE o.delivered_at IS NULL
+       AND NOT o.dead
+       AND (o.available_at IS NULL OR o.available_at <= now())
+       AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= now())
+       AND NOT EXISTS (SELECT 1 FROM {schema}.run_outbox AS p
+                        WHERE p.run_id = o.run_id AND p.delivered_at IS NULL
+                          AND p.seq < o.seq));
+
 -- name: watch
-SELECT o_claimable FROM runstate_watch();
+SELECT o_claimable FROM {schema}.runstate_watch();
 
 -- name: unwatch
-SELECT runstate_unwatch();
+SELECT {schema}.runstate_unwatch();
 
 -- Migrations ------------------------------------------------------------------------------
 
@@ -171,11 +198,11 @@ CREATE SCHEMA {schema};
 SELECT set_config('search_path', $1, true);
 
 -- name: create_schema_version_table
-CREATE TABLE runstate_schema_version (
+CREATE TABLE {schema}.runstate_schema_version (
     version integer PRIMARY KEY,
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- name: record_migration
-INSERT INTO runstate_schema_version (version, name) VALUES ($1, $2);
+INSERT INTO {schema}.runstate_schema_version (version, name) VALUES ($1, $2);

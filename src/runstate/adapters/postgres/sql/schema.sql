@@ -75,6 +75,7 @@ CREATE TABLE runstate_outbox_watchers (
 
 CREATE FUNCTION runstate_watch(OUT o_claimable boolean)
 LANGUAGE plpgsql
+SET search_path FROM CURRENT
 AS $fn$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('runstate.outbox.' || current_schema(), 0));
@@ -101,6 +102,7 @@ $fn$;
 CREATE FUNCTION runstate_unwatch()
 RETURNS void
 LANGUAGE sql
+SET search_path FROM CURRENT
 AS $fn$
     DELETE FROM runstate_outbox_watchers WHERE pid = pg_backend_pid();
 $fn$;
@@ -132,6 +134,7 @@ CREATE FUNCTION runstate_bootstrap_batch(
 LANGUAGE plpgsql
 -- Generic plans: with custom plans every call would plan its statements again.
 SET plan_cache_mode = force_generic_plan
+SET search_path FROM CURRENT
 AS $fn$
 BEGIN
     IF cardinality(p_run_ids) <> (SELECT count(DISTINCT r) FROM unnest(p_run_ids) AS r) THEN
@@ -233,6 +236,7 @@ CREATE FUNCTION runstate_append_batch(
 LANGUAGE plpgsql
 -- Generic plans: with custom plans every call would plan its statements again.
 SET plan_cache_mode = force_generic_plan
+SET search_path FROM CURRENT
 AS $fn$
 DECLARE
     v_workflows text[];
@@ -338,6 +342,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 -- Generic plans: with custom plans every call would plan its statements again.
 SET plan_cache_mode = force_generic_plan
+SET search_path FROM CURRENT
 AS $fn$
 DECLARE
     v_left integer := p_limit;

@@ -79,6 +79,13 @@ SET attempts = attempts + 1, last_error = ?, dead = 1,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
 
+-- name: outbox_dead_unreadable
+-- A record whose event cannot be read back (see adapters/_decode.py): dead at claim time.
+UPDATE runstate_outbox
+SET attempts = attempts + 1, last_error = ?, dead = 1,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE outbox_id = ?;
+
 -- name: outbox_release
 UPDATE runstate_outbox
 SET lease_owner = NULL, lease_expires_at = NULL
