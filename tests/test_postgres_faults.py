@@ -1,4 +1,4 @@
-"""PostgreSQL faults under load: a server restart, and backends killed under a live relay.
+"""PostgreSQL faults under load: a (private) server restart, and backends killed under a relay.
 
 ``tests/test_postgres_adapter.py`` covers single killed backends, random kills of writers,
 timeouts and refused logins; this file adds the server going away as a whole while writers
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -21,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from _private_postgres import PrivateCluster, private_cluster
 from conftest import IN_CI
 from runstate import RunEventInput, StoreUnavailable, open_store
 from runstate.adapters.postgres import PostgresStore
@@ -30,51 +29,6 @@ from runstate.sinks import CallableSink
 from runstate.testing.contract import bootstrap_input, new_run_id
 
 pytestmark = pytest.mark.postgres
-
-CLUSTER = ("15", "main")
-
-
-def pg_ready() -> bool:
-    """True when the server on 127.0.0.1:5432 accepts connections."""
-    result = subprocess.run(
-        ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432", "-t", "2"], check=False
-    )
-    return result.returncode == 0
-
-
-def ensure_server_up(timeout: float = 90.0) -> None:
-    """Wait until PostgreSQL answers; start the cluster if it stays down."""
-    deadline = time.monotonic() + timeout
-    started = False
-    while time.monotonic() < deadline:
-        if pg_ready():
-            return
-        if not started and deadline - time.monotonic() < timeout - 10:
-            subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", *CLUSTER, "start"],
-                check=False,
-                capture_output=True,
-                timeout=60,
-            )
-            started = True
-        time.sleep(0.2)
-    raise AssertionError("PostgreSQL did not come back up")
-
-
-def restart_server() -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *CLUSTER, "restart", "-m", "fast"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def require_restart_rights() -> None:
-    if shutil.which("pg_ctlcluster") and shutil.which("pg_isready"):
-        return
-    # Even under CI: a server in a container cannot be restarted from here.
-    pytest.skip("pg_ctlcluster/pg_isready not available: cannot restart the server")
 
 
 async def _outbox_by_run(postgres_url: str, schema: str) -> dict[str, int]:
@@ -88,10 +42,14 @@ async def _outbox_by_run(postgres_url: str, schema: str) -> dict[str, int]:
         await connection.close()
 
 
-async def test_server_restart_during_load_fails_retryably_then_heals(
-    postgres_url: str, schema: str
-) -> None:
-    require_restart_rights()
+async def test_server_restart_during_load_fails_retryably_then_heals() -> None:
+    # A server of the test's own: restarting the shared one would break every other test.
+    with private_cluster() as cluster:
+        await _restart_during_load(cluster)
+
+
+async def _restart_during_load(cluster: PrivateCluster) -> None:
+    postgres_url, schema = cluster.url, "rs_restart"
     store = await open_store(postgres_url, schema=schema, pool_size=4, connect_timeout=2)
     assert isinstance(store, PostgresStore)
     bootstrapped: set[str] = set()
@@ -119,9 +77,9 @@ async def test_server_restart_during_load_fails_retryably_then_heals(
         try:
             await asyncio.sleep(1.0)
             ok_before = len(appended)
-            await asyncio.to_thread(restart_server)
+            await asyncio.to_thread(cluster.restart)
             restarted_at = time.monotonic()
-            await asyncio.to_thread(ensure_server_up)
+            await asyncio.to_thread(cluster.wait_ready)
             # Load goes on after the restart on the same store object: the pool must heal.
             await asyncio.sleep(2.0)
         finally:
@@ -154,7 +112,6 @@ async def test_server_restart_during_load_fails_retryably_then_heals(
             assert outbox.get(run_id, 0) == len(seqs), run_id
     finally:
         await store.close()
-        await asyncio.to_thread(ensure_server_up)
     assert restarted_at > 0
 
 
