@@ -258,7 +258,9 @@ BEGIN
                             FOR NO KEY UPDATE) AS m ON true;
     o_recorded_at := clock_timestamp();
 
-    WITH ok AS (
+    -- MATERIALIZED: inlined, r.v ->> 0 would be computed after the sorts below, so every
+    -- event's row would carry its whole run (all of its events) through them: n * n bytes.
+    WITH ok AS MATERIALIZED (
         SELECT r.n, r.v ->> 0 AS run_id, s.last_seq, s.workflow, r.v -> 2 AS events
           FROM jsonb_array_elements(p_batch) WITH ORDINALITY AS r (v, n)
           JOIN unnest(o_codes, o_last_seqs, v_workflows) WITH ORDINALITY
