@@ -264,16 +264,14 @@ async def test_a_batch_of_appends_keeps_each_runs_outcome(postgres_url: str, sch
     [
         (
             "runstate_bootstrap_batch",
-            "ARRAY['a','a'], ARRAY['w','w'], ARRAY[NULL,NULL]::text[], ARRAY[NULL,NULL]::text[],"
-            " ARRAY[NULL,NULL]::text[], ARRAY['{}','{}'], ARRAY['{}','{}'],"
-            " ARRAY[now(),now()], ARRAY[1,1], ARRAY[1,1], ARRAY['a','a'], ARRAY[1,1],"
-            " ARRAY['e1','e2'], ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1],"
-            " ARRAY[NULL,NULL]::timestamptz[]",
+            """'[["a","w",null,null,null,"{}","{}","2026-01-01T00:00:00+00:00",1,"""
+            """[["e1","Q","{}",1,null]]],"""
+            """["a","w",null,null,null,"{}","{}","2026-01-01T00:00:00+00:00",1,"""
+            """[["e2","Q","{}",1,null]]]]'""",
         ),
         (
             "runstate_append_batch",
-            "ARRAY['a','a'], ARRAY[NULL,NULL]::bigint[], ARRAY['a','a'], ARRAY['e1','e2'],"
-            " ARRAY['Q','Q'], ARRAY['{}','{}'], ARRAY[1,1], ARRAY[NULL,NULL]::timestamptz[]",
+            """'[["a",null,[["e1","Q","{}",1,null]]],["a",null,[["e2","Q","{}",1,null]]]]'""",
         ),
     ],
 )

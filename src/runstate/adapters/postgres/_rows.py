@@ -64,17 +64,19 @@ def _utc(value: Any) -> datetime:
     return result
 
 
-def event_arrays(
-    events: list[CheckedEvent],
-) -> tuple[list[str], list[str], list[str], list[int], list[datetime | None]]:
-    """The batch functions' per-event arrays: ids, types, payloads, versions, occurred_at."""
-    return (
-        [item.event.event_id for item in events],
-        [item.event.type for item in events],
-        [item.payload_json for item in events],
-        [item.event.schema_version for item in events],
-        [item.event.occurred_at for item in events],
-    )
+def event_rows(events: list[CheckedEvent]) -> list[list[Any]]:
+    """The batch functions' events, one JSON-ready list each: id, type, payload (JSON
+    text), schema version, occurred_at (ISO 8601 in UTC, or ``None``)."""
+    return [
+        [
+            item.event.event_id,
+            item.event.type,
+            item.payload_json,
+            item.event.schema_version,
+            None if item.occurred_at is None else item.occurred_at.isoformat(),
+        ]
+        for item in events
+    ]
 
 
 def append_result(

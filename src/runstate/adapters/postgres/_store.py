@@ -45,7 +45,7 @@ from ._queries import schema_queries
 from ._rows import (
     RAW_TIMESTAMP_CODEC,
     append_result,
-    event_arrays,
+    event_rows,
     events_from_rows,
     feed_page,
     metadata_from_row,
@@ -220,9 +220,10 @@ class PostgresStore(StoreBase):
             metadata.parent_run_id,
             checked_metadata.input_json,
             checked_metadata.labels_json,
-            metadata.created_at,
+            # In UTC (checked), so the text always parses to the same instant.
+            checked_metadata.created_at.isoformat(),
             metadata.schema_version,
-            *event_arrays([events[index] for index in firsts]),
+            event_rows([events[index] for index in firsts]),
         )
         row = await self._bootstraps.submit(metadata.run_id, args)
         if row["o_code"] == "RUN_ALREADY_EXISTS":
@@ -242,7 +243,7 @@ class PostgresStore(StoreBase):
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
         firsts = first_occurrences(checked)
-        args = (run_id, expected_seq, *event_arrays([checked[index] for index in firsts]))
+        args = (run_id, expected_seq, event_rows([checked[index] for index in firsts]))
         row = await self._appends.submit(run_id, args)
         code = row["o_code"]
         if code == "RUN_NOT_FOUND":

@@ -8,15 +8,14 @@
 -- The store -------------------------------------------------------------------------------
 
 -- name: bootstrap_batch
--- Group commit: every bootstrap of a batch in one call, set-based (see _batch.py).
-SELECT o_run_ids, o_positions, o_recorded_at, o_same_request
-  FROM {schema}.runstate_bootstrap_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                         $13, $14, $15, $16, $17);
+-- Group commit: every bootstrap of a batch in one call, set-based, as one JSON (see _batch.py).
+SELECT o_counts, o_positions, o_recorded_at, o_same_request
+  FROM {schema}.runstate_bootstrap_batch($1);
 
 -- name: append_batch
--- Group commit: every append of a batch (one per run) in one call, set-based.
-SELECT o_codes, o_last_seqs, o_run_ids, o_candidates, o_positions, o_recorded_at
-  FROM {schema}.runstate_append_batch($1, $2, $3, $4, $5, $6, $7, $8);
+-- Group commit: every append of a batch (one per run) in one call, set-based, as one JSON.
+SELECT o_codes, o_last_seqs, o_new_last_seqs, o_candidates, o_positions, o_recorded_at
+  FROM {schema}.runstate_append_batch($1);
 
 -- name: list_events
 SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at, recorded_at
