@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from ._url import StoreUrl
 from .types import (
     AppendResult,
+    DeadLetter,
     DeliveryOutcome,
     FeedPage,
     OutboxRecord,
@@ -21,7 +22,10 @@ from .types import (
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
 )
 
@@ -112,6 +116,15 @@ class OutboxStore(Protocol):
         """Return when new records may be claimable, or after ``timeout`` seconds."""
         ...
 
+    async def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Return dead-lettered records oldest first, with their last error and attempts.
+
+        ``after_outbox_id`` pages on: pass the last ``outbox_id`` of the previous page.
+        """
+        ...
+
 
 @runtime_checkable
 class RunCatalog(Protocol):
@@ -127,6 +140,30 @@ class RunCatalog(Protocol):
         offset: int = 0,
     ) -> list[RunSummary]:
         """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        ...
+
+    async def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Return one page of run summaries matching the filter (keyset paging, ties by run_id).
+
+        The cursor is opaque and bound to the filter and order it came from: passing it with
+        another one raises ``InvalidInput`` (field ``cursor``). Runs whose summary changes
+        between pages may move across the cursor (keyset paging never repeats a position).
+        """
+        ...
+
+    async def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Return how many runs match the filter per status (the filter's statuses ignored).
+
+        Every status is a key (0 when no run has it); ``exclude_statuses`` still applies.
+        """
         ...
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 _T = TypeVar("_T")
 
@@ -107,11 +107,55 @@ class AppendResult:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunSummary:
-    """A run as listed by operators: its metadata, last seq and time of its last event."""
+    """A run as listed by operators: its metadata, last seq, time of its last event, and its
+    lifecycle status, attempt and start and finish times as the projector computes them.
+
+    Every adapter keeps these in a per-run summary written in the same transaction as the
+    run's events, so listing and filtering runs never folds their logs.
+    """
 
     metadata: RunMetadata
     last_seq: int
     updated_at: datetime
+    """The time the run's last event was recorded."""
+    status: str
+    """The status after the run's last lifecycle event (``RunStatus`` values)."""
+    attempt: int
+    started_at: datetime | None
+    """When the run first entered its running status."""
+    finished_at: datetime | None
+    """When it entered a terminal status; ``None`` while it has not."""
+
+
+RunOrder: TypeAlias = Literal["created_at", "updated_at", "workflow", "status"]
+"""The orders ``RunCatalog.query_runs`` can sort by; ties are broken by ``run_id``."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFilter:
+    """Which runs ``query_runs`` and ``count_runs_by_status`` select; given fields are AND-ed.
+
+    ``statuses`` empty means any status; ``labels`` must all match; ``created_after`` is
+    inclusive and ``created_before`` exclusive.
+    """
+
+    statuses: frozenset[str] = frozenset()
+    exclude_statuses: frozenset[str] = frozenset()
+    workflow: str | None = None
+    tenant_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=_empty_labels)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    run_id_prefix: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunListPage:
+    """One page of ``query_runs``: the runs, and the opaque cursor of the next page."""
+
+    runs: tuple[RunSummary, ...]
+    next_cursor: str | None
+    """Pass it back with the same filter and order for the next page; ``None`` at the end."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,6 +192,19 @@ class OutboxStats:
     dead: int
     delivered: int
     oldest_pending_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadLetter:
+    """A dead-lettered outbox record: its event, delivery attempts and last error."""
+
+    outbox_id: int
+    event: RunEventPersisted
+    workflow: str
+    attempts: int
+    last_error: str | None
+    dead_at: datetime | None
+    """When it was dead-lettered (``None`` for records dead-lettered before it was kept)."""
 
 
 #: Longest error text a delivery outcome keeps.
@@ -252,3 +309,6 @@ new_append_result = _positional_constructor(AppendResult)
 
 new_run_metadata = _positional_constructor(RunMetadata)
 """``RunMetadata`` positionally, in field order: for adapters' hot paths."""
+
+new_run_summary = _positional_constructor(RunSummary)
+"""``RunSummary`` positionally, in field order: for adapters' list reads."""

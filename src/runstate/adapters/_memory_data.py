@@ -3,22 +3,38 @@ it hands out (see ``runstate.adapters.memory``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from ..types import JSON, RunEventPersisted, RunMetadata, new_persisted_event, new_run_metadata
+from ..types import (
+    JSON,
+    DeadLetter,
+    RunEventPersisted,
+    RunMetadata,
+    RunSummary,
+    new_persisted_event,
+    new_run_metadata,
+    new_run_summary,
+)
 from ._base import OutboxWaiters
+from ._catalog import RunQuery, SummaryState, count_template
 
 
 class RunData:
-    """One run: its metadata, its log, the event ids it holds, its undelivered records."""
+    """One run: its metadata, its log, the event ids it holds, its undelivered records, and
+    its summary (status, attempt, times), replaced in the same locked block as each append."""
 
-    __slots__ = ("event_ids", "events", "metadata", "pending")
+    __slots__ = ("event_ids", "events", "metadata", "pending", "summary")
 
     def __init__(self, metadata: RunMetadata) -> None:
         self.metadata = metadata
+        self.summary = SummaryState()
         self.events: list[RunEventPersisted] = []
         self.event_ids: set[str] = set()
         # Undelivered outbox records in seq order; dead ones stay and block the run.
@@ -32,6 +48,7 @@ class Delivery:
         "attempts",
         "available_at",
         "dead",
+        "dead_at",
         "last_error",
         "lease_expires_at",
         "lease_owner",
@@ -40,6 +57,7 @@ class Delivery:
     def __init__(self) -> None:
         self.attempts = 0
         self.dead = False
+        self.dead_at: datetime | None = None
         self.available_at: datetime | None = None
         self.lease_owner: str | None = None
         self.lease_expires_at: datetime | None = None
@@ -145,3 +163,83 @@ def copy_stored_metadata(metadata: RunMetadata) -> RunMetadata:
         metadata.schema_version,
     )
     return copied
+
+
+# -- run queries (each called under the data's lock) ---------------------------------------
+
+
+def summary_of(run: RunData) -> RunSummary:
+    """The run's summary, with metadata of its own, to hand out."""
+    state = run.summary
+    summary: RunSummary = new_run_summary(
+        copy_stored_metadata(run.metadata),
+        state.last_seq,
+        state.updated_at,
+        state.status,
+        state.attempt,
+        state.started_at,
+        state.finished_at,
+    )
+    return summary
+
+
+def _sort_key(order_by: str) -> Callable[[RunData], tuple[Any, str]]:
+    if order_by == "created_at":
+        return lambda run: (run.metadata.created_at, run.metadata.run_id)
+    if order_by == "updated_at":
+        return lambda run: (run.summary.updated_at, run.metadata.run_id)
+    if order_by == "workflow":
+        return lambda run: (run.metadata.workflow, run.metadata.run_id)
+    return lambda run: (run.summary.status, run.metadata.run_id)
+
+
+def select_runs(runs: dict[str, RunData], query: RunQuery) -> list[RunSummary]:
+    """Up to ``limit + 1`` summaries matching ``query`` after its cursor, in its order."""
+    key = _sort_key(query.order_by)
+    after = query.after
+    descending = query.descending
+    selected = [
+        run
+        for run in runs.values()
+        if query.matches(run.metadata, run.summary.status)
+        and (after is None or (key(run) < after if descending else key(run) > after))
+    ]
+    pick = heapq.nlargest if descending else heapq.nsmallest
+    return [summary_of(run) for run in pick(query.limit + 1, selected, key=key)]
+
+
+def count_statuses(runs: dict[str, RunData], query: RunQuery) -> dict[str, int]:
+    """How many runs pass ``query`` per status; its ``statuses`` are ignored."""
+    query = dataclasses.replace(query, statuses=None)
+    counts = count_template()
+    for run in runs.values():
+        status = run.summary.status
+        if query.matches(run.metadata, status):
+            counts[status] += 1
+    return counts
+
+
+def dead_letters(data: MemoryData, run_id: str | None, limit: int, after: int) -> list[DeadLetter]:
+    """Dead-lettered records with ids over ``after``, oldest first, at most ``limit``."""
+    dead = sorted(
+        outbox_id
+        for outbox_id, delivery in data.deliveries.items()
+        if delivery.dead
+        and outbox_id > after
+        and (run_id is None or data.undelivered[outbox_id].run_id == run_id)
+    )
+    letters: list[DeadLetter] = []
+    for outbox_id in dead[:limit]:
+        event = data.undelivered[outbox_id]
+        delivery = data.deliveries[outbox_id]
+        letters.append(
+            DeadLetter(
+                outbox_id=outbox_id,
+                event=copy_event(event),
+                workflow=data.runs[event.run_id].metadata.workflow,
+                attempts=delivery.attempts,
+                last_error=delivery.last_error,
+                dead_at=delivery.dead_at,
+            )
+        )
+    return letters

@@ -9,7 +9,7 @@ back are shared, so treat them as read-only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,25 +32,40 @@ from runstate._validation import (
     parse_position_cursor,
 )
 from runstate.adapters._base import SyncStoreBase
+from runstate.adapters._catalog import (
+    check_dead_letter_page,
+    check_run_filter,
+    check_run_query,
+    fold_summary,
+    page_of,
+)
 from runstate.adapters._memory_data import (
     Delivery,
     MemoryData,
     RunData,
     copy_event,
     copy_stored_metadata,
+    count_statuses,
+    dead_letters,
+    select_runs,
     shared_data,
+    summary_of,
 )
 from runstate.adapters.memory import _copy_metadata, _is_same_bootstrap
 from runstate.errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
 from runstate.types import (
     AppendResult,
+    DeadLetter,
     FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
     new_append_result,
     new_persisted_event,
@@ -156,9 +171,13 @@ class MemoryStore(SyncStoreBase):
         result = new_append_result(
             run_id, tuple(copy_event(e) for e in stored), tuple(deduplicated), seq
         )
+        summary = fold_summary(
+            run.summary, [(e.seq, e.type, e.occurred_at, e.recorded_at) for e in stored]
+        )
         # Nothing below can fail: the write happens whole.
         if run_id not in self._runs:
             self._runs[run_id] = run
+        run.summary = summary
         data.last_position = position
         run.events.extend(stored)
         seen.update(taken)
@@ -216,14 +235,31 @@ class MemoryStore(SyncStoreBase):
             selected.sort(
                 key=lambda run: (run.metadata.created_at, run.metadata.run_id), reverse=True
             )
-            return [
-                RunSummary(
-                    metadata=copy_stored_metadata(run.metadata),
-                    last_seq=len(run.events),
-                    updated_at=run.events[-1].recorded_at,
-                )
-                for run in selected[offset : offset + limit]
-            ]
+            return [summary_of(run) for run in selected[offset : offset + limit]]
+
+    def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Return one page of run summaries matching the filter (keyset paging, ties by run_id)."""
+        self._check_open()
+        query = check_run_query(filter, order_by, descending, limit, cursor)
+        with self._lock:
+            rows = select_runs(self._runs, query)
+        runs, next_cursor = page_of(query, rows)
+        return RunListPage(runs=runs, next_cursor=next_cursor)
+
+    def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Return how many runs match the filter per status (the filter's statuses ignored)."""
+        self._check_open()
+        query = check_run_filter(filter)
+        with self._lock:
+            return count_statuses(self._runs, query)
 
     def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run after ``cursor``, in position order."""
@@ -338,6 +374,7 @@ class MemoryStore(SyncStoreBase):
             delivery.lease_expires_at = None
             if retry_at is None:
                 delivery.dead = True
+                delivery.dead_at = utc_now()
             else:
                 delivery.available_at = retry_at
 
@@ -365,6 +402,7 @@ class MemoryStore(SyncStoreBase):
                 if run_id is not None and data.undelivered[outbox_id].run_id != run_id:
                     continue
                 delivery.dead = False
+                delivery.dead_at = None
                 delivery.attempts = 0
                 delivery.available_at = None
                 count += 1
@@ -416,3 +454,12 @@ class MemoryStore(SyncStoreBase):
         timeout = check_wait_timeout(timeout)
         with self._data.waiters.thread_waiter() as waiter:
             waiter.wait(timeout)
+
+    def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Return dead-lettered records oldest first, with their last error and attempts."""
+        self._check_open()
+        check_dead_letter_page(run_id, limit, after_outbox_id)
+        with self._lock:
+            return dead_letters(self._data, run_id, limit, after_outbox_id or 0)

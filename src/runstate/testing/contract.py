@@ -4,7 +4,8 @@ Implement ``make_store`` (and ``make_small_payload_store``). Each call must retu
 store object; stores made within one test must see the same data (the suite opens two to test
 concurrency across connections). Tests use fresh random run ids, so the stores need not be
 empty. The rules are those of docs/design.md, "The store contract"; each focused suite
-(``StoreContract``, ``ValidationContract``, ``OutboxContract``, ``CatalogContract``) can also
+(``StoreContract``, ``ValidationContract``, ``OutboxContract``, ``CatalogContract``,
+``QueryContract``) can also
 be used alone.
 """
 
@@ -22,6 +23,7 @@ from ._support import (
 from .catalog_contract import CatalogContract
 from .edges_contract import EdgesContract
 from .outbox_contract import OutboxContract
+from .query_contract import QueryContract
 from .store_contract import StoreContract
 from .validation_contract import ValidationContract
 
@@ -30,6 +32,7 @@ __all__ = [
     "ContractBase",
     "EdgesContract",
     "OutboxContract",
+    "QueryContract",
     "RunStateStoreContract",
     "StoreContract",
     "ValidationContract",
@@ -43,7 +46,12 @@ __all__ = [
 
 
 class RunStateStoreContract(
-    StoreContract, ValidationContract, EdgesContract, OutboxContract, CatalogContract
+    StoreContract,
+    ValidationContract,
+    EdgesContract,
+    OutboxContract,
+    CatalogContract,
+    QueryContract,
 ):
     """Every rule of the store contract, the outbox and the catalog, the edges of every
     input, plus a model test."""

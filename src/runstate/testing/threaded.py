@@ -12,19 +12,23 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from ..types import (
     AppendResult,
+    DeadLetter,
     FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
 )
 
@@ -119,6 +123,43 @@ class ThreadedStore:
             offset=offset,
         )
         return runs
+
+    async def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Call the synchronous ``query_runs`` on a thread."""
+        page: RunListPage = await in_thread(
+            self.sync.query_runs,
+            filter,
+            order_by=order_by,
+            descending=descending,
+            limit=limit,
+            cursor=cursor,
+        )
+        return page
+
+    async def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Call the synchronous ``count_runs_by_status`` on a thread."""
+        counts: Mapping[str, int] = await in_thread(self.sync.count_runs_by_status, filter)
+        return counts
+
+    async def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Call the synchronous ``list_dead_letters`` on a thread."""
+        letters: list[DeadLetter] = await in_thread(
+            self.sync.list_dead_letters,
+            run_id=run_id,
+            limit=limit,
+            after_outbox_id=after_outbox_id,
+        )
+        return letters
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Call the synchronous ``read_feed`` on a thread."""
