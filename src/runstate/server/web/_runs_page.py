@@ -249,7 +249,7 @@ def _status_picker(params: QueryParams, name: str, title: str) -> Markup:
         )
         for s in _STATUSES
     )
-    shown = ", ".join(sorted(chosen)).replace("_", " ").lower() or "any"
+    shown = ", ".join(sorted(chosen)).replace("_", " ").lower() or ("none" if name == "not_status" else "any")
     return render(
         '<details class="dropdown" data-name="$n"><summary>$title: <b>$shown</b></summary>'
         '<div class="menu">$boxes</div></details>',

@@ -120,10 +120,10 @@ def build_timeline(
                 name=name, attempt=attempt, start=at, end=None, outcome="running"
             )
         elif event.type in (STEP_SUCCEEDED, STEP_FAILED):
-            step = open_steps.pop(_step_name(event), None)
-            if step is not None:
+            started = open_steps.pop(_step_name(event), None)
+            if started is not None:
                 failed = event.type == STEP_FAILED
-                bar = _closed(step, at, "failed" if failed else "succeeded")
+                bar = _closed(started, at, "failed" if failed else "succeeded")
                 error = _error_text(event.payload.get("error")) if failed else None
                 bars.append(dataclasses.replace(bar, error=error))
     bars.extend(open_steps.values())
