@@ -222,7 +222,7 @@ def test_the_timeline_has_one_bar_per_step_and_retries_show(admin: Watched, site
     page.click("button[data-zoom=in]")
     zoomed = page.locator("#tl-canvas").evaluate("c => c.getBoundingClientRect().width")
     assert zoomed == pytest.approx(width * 4, rel=0.02)
-    assert page.locator("#zoom-level").inner_text() == "4×"
+    assert page.locator("#zoom-level").inner_text() == "4\u00d7"
     page.click("button[data-zoom=fit]")
     fitted = page.locator("#tl-canvas").evaluate("c => c.getBoundingClientRect().width")
     assert fitted == pytest.approx(width, rel=0.02)
@@ -237,7 +237,9 @@ def test_an_appended_event_appears_live(admin: Watched, site: Site) -> None:
     before = page.locator("#event-rows tr").count()
     note = f"note-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
-    site.api("write").post(f"/v1/runs/{run_id}/record", {"type": "OperatorNote", "payload": {"text": note}})
+    site.api("write").post(
+        f"/v1/runs/{run_id}/record", {"type": "OperatorNote", "payload": {"text": note}}
+    )
     page.locator(f"#event-rows tr[data-type=OperatorNote] summary:has-text('{note}')").wait_for(
         timeout=2000
     )

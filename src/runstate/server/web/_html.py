@@ -50,6 +50,13 @@ def run_href(run_id: str, suffix: str = "") -> str:
     return f"/runs/{quote(run_id, safe='')}{suffix}"
 
 
+def version_text(version: str | None) -> str:
+    """A workflow version as shown beside its name: ``v3`` stays ``v3``, ``3`` becomes ``v3``."""
+    if not version:
+        return ""
+    return f" {version}" if version[:1] in ("v", "V") else f" v{version}"
+
+
 def href(path: str, items: QueryItems = ()) -> str:
     """A local link with a query string."""
     query = urlencode(list(items))

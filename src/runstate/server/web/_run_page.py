@@ -31,6 +31,7 @@ from ._html import (
     pretty_json,
     render,
     run_href,
+    version_text,
 )
 from ._layout import html_response, page
 from ._runs_page import status_badge
@@ -69,7 +70,7 @@ def _fact(name: str, value: object, css: str = "") -> Markup:
 
 def _summary(state: RunState, metadata: RunMetadata, now: datetime) -> Markup:
     end = state.finished_at or (now if state.started_at else None)
-    version = f" v{state.workflow_version}" if state.workflow_version else ""
+    version = version_text(state.workflow_version)
     parent = (
         render(
             '<a class="mono" href="$h">$p</a>',
@@ -94,7 +95,7 @@ def _summary(state: RunState, metadata: RunMetadata, now: datetime) -> Markup:
         _fact("Steps", f"{state.steps_succeeded} ok · {state.steps_failed} failed"),
         _fact("Last seq", state.last_seq),
         _fact("Parent", parent),
-        _fact("Labels", labels or "—", "wide"),
+        _fact("Labels", labels or "—"),
     ]
     return render(
         '<dl class="facts" id="facts" data-status="$s">$f</dl>', s=state.status.value, f=join(facts)
@@ -104,8 +105,8 @@ def _summary(state: RunState, metadata: RunMetadata, now: datetime) -> Markup:
 def _json_block(title: str, value: object, *, open_: bool = False, css: str = "") -> Markup:
     if value is None:
         return render(
-            '<details class="json $c" disabled><summary>$t <span class="muted">null</span>'
-            "</summary></details>",
+            '<div class="json none $c"><span class="t">$t</span>'
+            '<span class="muted">none</span></div>',
             t=title,
             c=css,
         )
@@ -196,13 +197,12 @@ async def run_page(
         return html_response(parts)
     done = request.query_params.get("done")
     notice = render('<p class="notice" role="status">Sent: $d</p>', d=done) if done else ""
+    error = state.error if state.error is not None else state.last_error
     data = join(
         [
             _json_block("Input", metadata.input, open_=True),
-            _json_block("Output", state.output),
-            _json_block(
-                "Error", state.error if state.error is not None else state.last_error, css="err"
-            ),
+            _json_block("Output", state.output, open_=True),
+            _json_block("Error", error, open_=True, css="err"),
         ]
     )
     body = render(

@@ -28,6 +28,7 @@ from ._html import (
     join,
     render,
     run_href,
+    version_text,
 )
 from ._layout import html_response, page
 from ._ui import View
@@ -154,7 +155,7 @@ def _labels_html(labels: dict[str, str]) -> Markup:
 def _row(run: RunSummary, now: datetime) -> Markup:
     meta = run.metadata
     end = run.finished_at or (now if run.started_at else None)
-    version = f" v{meta.workflow_version}" if meta.workflow_version else ""
+    version = version_text(meta.workflow_version)
     return render(
         '<tr data-run-id="$id" data-status="$status"><td class="mono"><a href="$h">$id</a></td>'
         '<td>$badge</td><td>$wf<span class="muted">$ver</span></td><td>$tenant</td>'
@@ -249,7 +250,9 @@ def _status_picker(params: QueryParams, name: str, title: str) -> Markup:
         )
         for s in _STATUSES
     )
-    shown = ", ".join(sorted(chosen)).replace("_", " ").lower() or ("none" if name == "not_status" else "any")
+    shown = ", ".join(sorted(chosen)).replace("_", " ").lower() or (
+        "none" if name == "not_status" else "any"
+    )
     return render(
         '<details class="dropdown" data-name="$n"><summary>$title: <b>$shown</b></summary>'
         '<div class="menu">$boxes</div></details>',

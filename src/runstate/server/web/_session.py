@@ -116,14 +116,14 @@ def check_csrf(session: Session, presented: str | None) -> None:
 
 async def read_form(request: Request) -> dict[str, str]:
     """Read a small ``application/x-www-form-urlencoded`` body (last value of a name wins)."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        raise Problem("UNSUPPORTED_MEDIA_TYPE", "send the form as a urlencoded body")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise Problem("BODY_TOO_LARGE", f"the form is over {MAX_FORM_BYTES} bytes")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if body and media != "application/x-www-form-urlencoded":
+        raise Problem("UNSUPPORTED_MEDIA_TYPE", "send the form as a urlencoded body")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
