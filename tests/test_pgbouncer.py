@@ -211,6 +211,6 @@ async def test_every_function_pins_its_search_path(schema: str) -> None:
         )
     finally:
         await admin.close()
-    assert len(rows) == 5
+    assert len(rows) == 6
     for row in rows:
         assert f'search_path="{schema}"' in row["proconfig"], row["proname"]

@@ -64,7 +64,7 @@ async def test_migrations_and_schema_sql_produce_the_same_catalog(admin: Any) ->
         for part in want:
             assert got[part] == want[part], part
         assert got["columns"]
-        assert len(got["functions"]) == 5
+        assert len(got["functions"]) == 6
     finally:
         await drop_postgres_schema(migrated)
         await drop_postgres_schema(canonical)
@@ -126,6 +126,8 @@ async def test_tables_stay_inside_the_chosen_schema(postgres_url: str, admin: An
             "run_outbox",
             "runstate_schema_version",
             "runstate_outbox_watchers",
+            "run_summaries",
+            "runstate_lifecycle",
         }
     finally:
         await drop_postgres_schema(schema)

@@ -142,7 +142,10 @@ def _normalized_schema(connection: sqlite3.Connection) -> list[tuple[str, str, s
     result = []
     for kind, name, sql in rows:
         text = re.sub(r"--[^\n]*", "", sql or "")
-        result.append((kind, name, " ".join(text.split())))
+        # ALTER TABLE ADD COLUMN appends ", column ..." before the closing parenthesis,
+        # after whatever space ended the last column: spacing around commas is not schema.
+        text = re.sub(r"\s*,\s*", ", ", " ".join(text.split())).replace(" )", ")")
+        result.append((kind, name, text))
     return result
 
 

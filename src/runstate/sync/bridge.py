@@ -16,7 +16,7 @@ import asyncio
 import collections
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,13 +26,17 @@ from ..adapters._base import SyncStoreBase
 from ..errors import StoreClosed, StoreUnavailable
 from ..types import (
     AppendResult,
+    DeadLetter,
     FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
 )
 
@@ -307,6 +311,39 @@ class BridgedFullStore(BridgedStore):
                 created_after=created_after,
                 limit=limit,
                 offset=offset,
+            )
+        )
+
+    def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Return one page of run summaries matching the filter (keyset paging, ties by run_id)."""
+        self._check_open()
+        return self._runner.run(  # type: ignore[no-any-return]
+            self._store.query_runs(
+                filter, order_by=order_by, descending=descending, limit=limit, cursor=cursor
+            )
+        )
+
+    def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Return how many runs match the filter per status (the filter's statuses ignored)."""
+        self._check_open()
+        return self._runner.run(self._store.count_runs_by_status(filter))  # type: ignore[no-any-return]
+
+    def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Return dead-lettered records oldest first, with their last error and attempts."""
+        self._check_open()
+        return self._runner.run(  # type: ignore[no-any-return]
+            self._store.list_dead_letters(
+                run_id=run_id, limit=limit, after_outbox_id=after_outbox_id
             )
         )
 

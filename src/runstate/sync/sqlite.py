@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from runstate._validation import (
@@ -29,6 +29,12 @@ from runstate._validation import (
     parse_position_cursor,
 )
 from runstate.adapters._base import SyncStoreBase
+from runstate.adapters._catalog import (
+    check_dead_letter_page,
+    check_run_filter,
+    check_run_query,
+    page_of,
+)
 from runstate.adapters.sqlite._callers import CallerConnections
 from runstate.adapters.sqlite._connect import SQLiteOptions
 from runstate.adapters.sqlite._migrate import migrate_connection
@@ -45,6 +51,7 @@ from runstate.adapters.sqlite._ops import (
 )
 from runstate.adapters.sqlite._outbox import (
     claim,
+    dead_letters,
     mark_delivered,
     mark_failed,
     purge,
@@ -52,16 +59,21 @@ from runstate.adapters.sqlite._outbox import (
     release,
     stats,
 )
+from runstate.adapters.sqlite._query import count_runs, query_runs
 from runstate.adapters.sqlite._store import POLL_INTERVAL, _connect_now, _wake, _watching
 from runstate.types import (
     AppendResult,
+    DeadLetter,
     FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
 )
 
@@ -164,6 +176,29 @@ class SQLiteStore(SyncStoreBase):
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
         return self._reader.call(list_runs, workflow, tenant_id, created_after, limit, offset)
 
+    def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Return one page of run summaries matching the filter (keyset paging, ties by run_id)."""
+        self._check_open()
+        query = check_run_query(filter, order_by, descending, limit, cursor)
+        rows = self._reader.call(query_runs, query)
+        runs, next_cursor = page_of(query, rows)
+        return RunListPage(runs=runs, next_cursor=next_cursor)
+
+    def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Return how many runs match the filter per status (the filter's statuses ignored)."""
+        self._check_open()
+        query = check_run_filter(filter)
+        counts: Mapping[str, int] = self._reader.call(count_runs, query)
+        return counts
+
     def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in position order.
 
@@ -225,6 +260,17 @@ class SQLiteStore(SyncStoreBase):
         if count:
             _wake(self.path)
         return count
+
+    def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Return dead-lettered records oldest first, with their last error and attempts."""
+        self._check_open()
+        check_dead_letter_page(run_id, limit, after_outbox_id)
+        letters: list[DeadLetter] = self._reader.call(
+            dead_letters, run_id, limit, after_outbox_id or 0
+        )
+        return letters
 
     def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""

@@ -53,7 +53,7 @@ RAW_TIMESTAMP_CODEC: dict[str, Any] = {
 }
 
 
-def _utc(value: Any) -> datetime:
+def utc_column(value: Any) -> datetime:
     """A timestamp column as an aware UTC datetime; raises for values no datetime holds."""
     if type(value) is int:
         return _PG_EPOCH + timedelta(microseconds=value)
@@ -62,6 +62,9 @@ def _utc(value: Any) -> datetime:
         raise ValueError(f"the timestamp is {'-' if value.year == 1 else ''}infinity")
     result: datetime = value.astimezone(UTC)
     return result
+
+
+_utc = utc_column
 
 
 def event_arrays(
@@ -204,12 +207,16 @@ def metadata_from_row(row: Mapping[str, Any]) -> RunMetadata:
 
 
 def summary_from_row(row: Mapping[str, Any]) -> RunSummary:
-    """Build a run summary from a row of the ``list_runs`` query."""
-    updated = row["updated_at"]
+    """Build a run summary from a row of ``run_metadata`` and ``run_summaries`` columns."""
+    started, finished = row["started_at"], row["finished_at"]
     return RunSummary(
         metadata=metadata_from_row(row),
         last_seq=row["last_seq"],
-        updated_at=_utc(row["created_at"] if updated is None else updated),
+        updated_at=_utc(row["updated_at"]),
+        status=row["status"],
+        attempt=row["attempt"],
+        started_at=None if started is None else _utc(started),
+        finished_at=None if finished is None else _utc(finished),
     )
 
 

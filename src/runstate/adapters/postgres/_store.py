@@ -42,6 +42,7 @@ from ._errors import DRIVER_ERRORS, is_connection_loss, translate_error, transla
 from ._listen import NOTIFY_CHANNEL, OutboxListener, OutboxPoller
 from ._migrate import migrate
 from ._queries import schema_queries
+from ._query import RunQueries
 from ._rows import (
     RAW_TIMESTAMP_CODEC,
     append_result,
@@ -76,7 +77,7 @@ _MAX_CLAIM = 2**31 - 1
 _RESULT_DECODE_ERRORS = (OverflowError, ValueError)
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(StoreBase, RunQueries):
     """A ``RunStateStore`` and ``OutboxStore`` on PostgreSQL: one round trip per write.
 
     Every statement names the schema itself and connections carry no session state, so the

@@ -24,9 +24,11 @@ from ...types import (
     new_append_result,
     new_persisted_event,
     new_run_metadata,
+    new_run_summary,
     utc_now,
 )
 from .._base import first_occurrences, is_same_bootstrap, persisted_event, unique_first_event_ids
+from .._catalog import SummaryState, fold_summary
 from .._decode import decode_one, decode_rows, load_labels, load_payload, reason
 from ._connect import from_us, to_us
 from ._queries import Q
@@ -35,7 +37,7 @@ from ._writer import rollback
 T = TypeVar("T")
 _INSERT_RUN = Q["insert_run"]
 _SELECT_RUN_HEAD = Q["select_run_head"]
-_UPDATE_LAST_SEQ = Q["update_last_seq"]
+_UPDATE_SUMMARY = Q["update_summary"]
 _INSERT_EVENT = Q["insert_event"]
 _INSERT_OUTBOX = Q["insert_outbox"]
 _LIST_EVENTS = Q["list_events"]
@@ -81,6 +83,12 @@ def bootstrap(
         duplicates = [
             item.event.event_id for index, item in enumerate(checked_events) if index not in kept
         ]
+    recorded_at = utc_now()
+    # The run's summary is known before its events are written: seqs 1..n, one recorded time.
+    summary = fold_summary(
+        SummaryState(),
+        [(i, item.event.type, item.occurred_at, recorded_at) for i, item in enumerate(fresh, 1)],
+    )
     inserted = connection.execute(
         _INSERT_RUN,
         (
@@ -94,11 +102,16 @@ def bootstrap(
             to_us(checked_metadata.created_at),
             metadata.schema_version,
             len(fresh),
+            summary.status,
+            summary.attempt,
+            to_us(recorded_at),
+            _us(summary.started_at),
+            _us(summary.finished_at),
         ),
     ).rowcount
     if not inserted:
         raise RunAlreadyExists(run_id, same_request=_same_request(connection, request))
-    appended, _ = _insert_events(connection, run_id, 0, fresh)
+    appended, _ = _insert_events(connection, run_id, 0, fresh, recorded_at)
     result: AppendResult = new_append_result(run_id, appended, tuple(duplicates), len(fresh))
     return result
 
@@ -116,19 +129,48 @@ def append(
     last_seq: int = head[1]
     if expected_seq is not None and expected_seq != last_seq:
         raise ConcurrencyConflict(run_id, expected_seq=expected_seq, actual_seq=last_seq)
-    appended, duplicates = _insert_events(connection, run_id, last_seq, checked_events)
+    appended, duplicates = _insert_events(connection, run_id, last_seq, checked_events, utc_now())
     if appended:
-        last_seq = appended[-1].seq
-        connection.execute(_UPDATE_LAST_SEQ, (last_seq, run_id))
+        # The summary moves in the same transaction as the events it summarizes.
+        before = SummaryState(
+            status=head[2],
+            attempt=head[3],
+            last_seq=last_seq,
+            started_at=None if head[4] is None else from_us(head[4]),
+            finished_at=None if head[5] is None else from_us(head[5]),
+        )
+        summary = fold_summary(
+            before, [(e.seq, e.type, e.occurred_at, e.recorded_at) for e in appended]
+        )
+        last_seq = summary.last_seq
+        connection.execute(
+            _UPDATE_SUMMARY,
+            (
+                last_seq,
+                summary.status,
+                summary.attempt,
+                to_us(appended[-1].recorded_at),
+                _us(summary.started_at),
+                _us(summary.finished_at),
+                run_id,
+            ),
+        )
     result: AppendResult = new_append_result(run_id, appended, tuple(duplicates), last_seq)
     return result
 
 
+def _us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
 def _insert_events(
-    connection: sqlite3.Connection, run_id: str, last_seq: int, checked: list[CheckedEvent]
+    connection: sqlite3.Connection,
+    run_id: str,
+    last_seq: int,
+    checked: list[CheckedEvent],
+    recorded_at: datetime,
 ) -> tuple[tuple[RunEventPersisted, ...], list[str]]:
     execute = connection.execute
-    recorded_at = utc_now()
     recorded_us = to_us(recorded_at)
     appended: list[RunEventPersisted] = []
     duplicates: list[str] = []
@@ -269,12 +311,24 @@ def list_runs(
     ).fetchall()
     return decode_rows(
         rows,
-        lambda row: RunSummary(
-            metadata=_metadata(*row[:9]), last_seq=row[9], updated_at=from_us(row[10])
-        ),
+        summary_from_row,
         lambda row, exc: UnreadableRecord(row[0], reason=reason(exc)),
         skip=True,
     )
+
+
+def summary_from_row(row: tuple[Any, ...]) -> RunSummary:
+    """Build a run summary from the 15 columns of the ``list_runs`` query."""
+    summary: RunSummary = new_run_summary(
+        _metadata(*row[:9]),
+        row[9],
+        from_us(row[10]),
+        row[11],
+        row[12],
+        None if row[13] is None else from_us(row[13]),
+        None if row[14] is None else from_us(row[14]),
+    )
+    return summary
 
 
 def read_feed(

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ...errors import UnreadableRecord
-from ...types import OutboxRecord, OutboxStats, utc_now
-from .._decode import DECODE_ERRORS, reason, report
+from ...types import DeadLetter, OutboxRecord, OutboxStats, utc_now
+from .._decode import DECODE_ERRORS, decode_rows, reason, report
 from ._connect import from_us, to_us
 from ._ops import event_from_row
 from ._queries import Q
@@ -87,7 +87,10 @@ def _dead_letter_unreadable(
     connection: sqlite3.Connection, outbox_id: int, run_id: str, seq: int, exc: Exception
 ) -> None:
     problem = UnreadableRecord(run_id, seq=seq, reason=reason(exc))
-    connection.execute(Q["outbox_dead_unreadable"], (f"{problem} ({problem.code})", outbox_id))
+    connection.execute(
+        Q["outbox_dead_unreadable"],
+        (f"{problem} ({problem.code})", to_us(utc_now()), outbox_id),
+    )
     report(problem, "its outbox record is dead-lettered")
 
 
@@ -114,7 +117,7 @@ def mark_failed(
 ) -> None:
     """Count a failed attempt: due again at ``retry_at``, or dead (in a write tx)."""
     if retry_at is None:
-        connection.execute(Q["outbox_dead"], (error, outbox_id, owner))
+        connection.execute(Q["outbox_dead"], (error, to_us(utc_now()), outbox_id, owner))
     else:
         connection.execute(Q["outbox_retry"], (error, to_us(retry_at), outbox_id, owner))
 
@@ -152,3 +155,23 @@ def _oldest(value: int | None) -> datetime | None:
         return None if value is None else from_us(value)
     except DECODE_ERRORS:
         return None
+
+
+def dead_letters(
+    connection: sqlite3.Connection, run_id: str | None, limit: int, after: int
+) -> list[DeadLetter]:
+    """Dead-lettered records after ``after``, oldest first; an unreadable one is left out."""
+    rows = connection.execute(Q["dead_letters"], (after, run_id, limit)).fetchall()
+    return decode_rows(
+        rows,
+        lambda row: DeadLetter(
+            outbox_id=row[0],
+            event=event_from_row(*row[5:]),
+            workflow=row[4],
+            attempts=row[1],
+            last_error=row[2],
+            dead_at=None if row[3] is None else from_us(row[3]),
+        ),
+        lambda row, exc: UnreadableRecord(row[5], seq=row[7], reason=reason(exc)),
+        skip=True,
+    )

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
 from ..._validation import (
@@ -30,16 +30,21 @@ from ..._validation import (
 )
 from ...types import (
     AppendResult,
+    DeadLetter,
     FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
 )
 from .._base import OutboxWaiters, StoreBase
+from .._catalog import check_dead_letter_page, check_run_filter, check_run_query, page_of
 from ._connect import SQLiteOptions
 from ._migrate import migrate_connection
 from ._ops import (
@@ -53,7 +58,17 @@ from ._ops import (
     read,
     read_feed,
 )
-from ._outbox import claim, mark_delivered, mark_failed, purge, redrive, release, stats
+from ._outbox import (
+    claim,
+    dead_letters,
+    mark_delivered,
+    mark_failed,
+    purge,
+    redrive,
+    release,
+    stats,
+)
+from ._query import count_runs, query_runs
 from ._writer import ConnectionThread
 
 #: How often ``wait_for_outbox`` looks for commits made by other processes.
@@ -192,6 +207,29 @@ class SQLiteStore(StoreBase):
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
         return await self._reader.call(list_runs, workflow, tenant_id, created_after, limit, offset)
 
+    async def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Return one page of run summaries matching the filter (keyset paging, ties by run_id)."""
+        self._check_open()
+        query = check_run_query(filter, order_by, descending, limit, cursor)
+        rows = await self._reader.call(query_runs, query)
+        runs, next_cursor = page_of(query, rows)
+        return RunListPage(runs=runs, next_cursor=next_cursor)
+
+    async def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Return how many runs match the filter per status (the filter's statuses ignored)."""
+        self._check_open()
+        query = check_run_filter(filter)
+        counts: Mapping[str, int] = await self._reader.call(count_runs, query)
+        return counts
+
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in position order.
 
@@ -253,6 +291,17 @@ class SQLiteStore(StoreBase):
         if count:
             _wake(self.path)
         return count
+
+    async def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Return dead-lettered records oldest first, with their last error and attempts."""
+        self._check_open()
+        check_dead_letter_page(run_id, limit, after_outbox_id)
+        letters: list[DeadLetter] = await self._reader.call(
+            dead_letters, run_id, limit, after_outbox_id or 0
+        )
+        return letters
 
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""

@@ -35,10 +35,10 @@ SELECT run_id, workflow, workflow_version, tenant_id, parent_run_id, input, labe
 
 -- name: list_runs
 SELECT m.run_id, m.workflow, m.workflow_version, m.tenant_id, m.parent_run_id, m.input,
-       m.labels, m.created_at, m.schema_version, m.last_seq,
-       (SELECT e.recorded_at FROM {schema}.run_events AS e
-         WHERE e.run_id = m.run_id AND e.seq = m.last_seq) AS updated_at
+       m.labels, m.created_at, m.schema_version, s.last_seq, s.updated_at, s.status,
+       s.attempt, s.started_at, s.finished_at
   FROM {schema}.run_metadata AS m
+  JOIN {schema}.run_summaries AS s ON s.run_id = m.run_id
  WHERE ($1::text IS NULL OR m.workflow = $1::text)
    AND ($2::text IS NULL OR m.tenant_id = $2::text)
    AND ($3::timestamptz IS NULL OR m.created_at > $3::timestamptz)
@@ -105,6 +105,7 @@ UPDATE {schema}.run_outbox
        lease_owner = NULL,
        lease_expires_at = NULL,
        dead = ($4::timestamptz IS NULL),
+       dead_at = CASE WHEN $4::timestamptz IS NULL THEN now() END,
        available_at = coalesce($4::timestamptz, available_at)
  WHERE outbox_id = $1 AND lease_owner = $2 AND delivered_at IS NULL;
 
@@ -120,7 +121,7 @@ SELECT count(*) FROM released;
 -- name: redrive
 WITH redriven AS (
     UPDATE {schema}.run_outbox
-       SET dead = false, attempts = 0, available_at = NULL
+       SET dead = false, dead_at = NULL, attempts = 0, available_at = NULL
      WHERE dead AND delivered_at IS NULL AND ($1::text IS NULL OR run_id = $1::text)
     RETURNING 1
 )
@@ -143,6 +144,20 @@ WITH doomed AS (
     RETURNING 1
 )
 SELECT count(*) FROM purged;
+
+-- name: dead_letters
+SELECT o.outbox_id, o.workflow, o.attempts, o.last_error, o.dead_at, e.run_id, e.seq,
+       e.position, e.type, e.payload, e.event_id, e.schema_version, e.occurred_at,
+       e.recorded_at
+  FROM {schema}.run_outbox AS o
+  JOIN {schema}.run_events AS e ON e.position = o.outbox_id
+ WHERE o.dead AND o.delivered_at IS NULL AND o.outbox_id > $1
+   AND ($2::text IS NULL OR o.run_id = $2::text)
+ ORDER BY o.outbox_id
+ LIMIT $3;
+
+-- name: lifecycle_table
+SELECT from_status, event_type, to_status, terminal FROM {schema}.runstate_lifecycle;
 
 -- name: notify
 SELECT pg_notify($1, $2);

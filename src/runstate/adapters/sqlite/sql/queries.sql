@@ -4,9 +4,10 @@
 -- name: insert_run
 INSERT INTO runstate_runs (
     run_id, workflow, workflow_version, tenant_id, parent_run_id,
-    input, labels, created_at, schema_version, last_seq
+    input, labels, created_at, schema_version, last_seq,
+    status, attempt, updated_at, started_at, finished_at
 )
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO NOTHING;
 
 -- name: select_run
@@ -16,10 +17,14 @@ FROM runstate_runs
 WHERE run_id = ?;
 
 -- name: select_run_head
-SELECT workflow, last_seq FROM runstate_runs WHERE run_id = ?;
+SELECT workflow, last_seq, status, attempt, started_at, finished_at
+FROM runstate_runs
+WHERE run_id = ?;
 
--- name: update_last_seq
-UPDATE runstate_runs SET last_seq = ? WHERE run_id = ?;
+-- name: update_summary
+UPDATE runstate_runs
+SET last_seq = ?, status = ?, attempt = ?, updated_at = ?, started_at = ?, finished_at = ?
+WHERE run_id = ?;
 
 -- name: insert_event
 INSERT INTO runstate_events (
@@ -75,14 +80,14 @@ WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
 
 -- name: outbox_dead
 UPDATE runstate_outbox
-SET attempts = attempts + 1, last_error = ?, dead = 1,
+SET attempts = attempts + 1, last_error = ?, dead = 1, dead_at = ?,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
 
 -- name: outbox_dead_unreadable
 -- A record whose event cannot be read back (see adapters/_decode.py): dead at claim time.
 UPDATE runstate_outbox
-SET attempts = attempts + 1, last_error = ?, dead = 1,
+SET attempts = attempts + 1, last_error = ?, dead = 1, dead_at = ?,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE outbox_id = ?;
 
@@ -93,12 +98,12 @@ WHERE outbox_id = ? AND lease_owner = ? AND delivered_at IS NULL;
 
 -- name: outbox_redrive_all
 UPDATE runstate_outbox
-SET dead = 0, attempts = 0, available_at = NULL
+SET dead = 0, dead_at = NULL, attempts = 0, available_at = NULL
 WHERE dead = 1 AND delivered_at IS NULL;
 
 -- name: outbox_redrive_run
 UPDATE runstate_outbox
-SET dead = 0, attempts = 0, available_at = NULL
+SET dead = 0, dead_at = NULL, attempts = 0, available_at = NULL
 WHERE run_id = ? AND dead = 1 AND delivered_at IS NULL;
 
 -- name: outbox_counts
@@ -129,14 +134,28 @@ SELECT count(*) FROM runstate_outbox WHERE delivered_at IS NOT NULL;
 
 -- name: list_runs
 SELECT r.run_id, r.workflow, r.workflow_version, r.tenant_id, r.parent_run_id,
-       r.input, r.labels, r.created_at, r.schema_version, r.last_seq, e.recorded_at
+       r.input, r.labels, r.created_at, r.schema_version, r.last_seq, r.updated_at,
+       r.status, r.attempt, r.started_at, r.finished_at
 FROM runstate_runs AS r
-JOIN runstate_events AS e ON e.run_id = r.run_id AND e.seq = r.last_seq
 WHERE (?1 IS NULL OR r.workflow = ?1)
   AND (?2 IS NULL OR r.tenant_id = ?2)
   AND (?3 IS NULL OR r.created_at > ?3)
 ORDER BY r.created_at DESC, r.run_id DESC
 LIMIT ?4 OFFSET ?5;
+
+-- name: dead_letters
+SELECT o.outbox_id, o.attempts, o.last_error, o.dead_at, r.workflow,
+       e.run_id, e.position, e.seq, e.type, e.payload, e.event_id, e.schema_version,
+       e.occurred_at, e.recorded_at
+FROM runstate_outbox AS o
+JOIN runstate_events AS e ON e.position = o.outbox_id
+JOIN runstate_runs AS r ON r.run_id = o.run_id
+WHERE o.dead = 1 AND o.delivered_at IS NULL AND o.outbox_id > ?1 AND (?2 IS NULL OR o.run_id = ?2)
+ORDER BY o.outbox_id
+LIMIT ?3;
+
+-- name: lifecycle_table
+SELECT from_status, event_type, to_status, terminal FROM runstate_lifecycle;
 
 -- name: read_feed
 SELECT run_id, position, seq, type, payload, event_id, schema_version, occurred_at, recorded_at

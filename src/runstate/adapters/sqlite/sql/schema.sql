@@ -19,11 +19,31 @@ CREATE TABLE runstate_runs (
     labels           TEXT    NOT NULL,
     created_at       INTEGER NOT NULL,
     schema_version   INTEGER NOT NULL,
-    last_seq         INTEGER NOT NULL DEFAULT 0
+    last_seq         INTEGER NOT NULL DEFAULT 0,
+    -- The run's summary, written with last_seq in the transaction of every write: status,
+    -- attempt, started_at and finished_at as the projector computes them; updated_at is the
+    -- recorded time of the last event.
+    status           TEXT    NOT NULL DEFAULT 'QUEUED',
+    attempt          INTEGER NOT NULL DEFAULT 1,
+    updated_at       INTEGER NOT NULL DEFAULT 0,
+    started_at       INTEGER,
+    finished_at      INTEGER
 );
 
 -- list_runs: newest first.
 CREATE INDEX runstate_runs_created ON runstate_runs (created_at, run_id);
+
+-- The first page of runs in one status, newest first, is a range scan of this index.
+CREATE INDEX runstate_runs_status_created ON runstate_runs (status, created_at, run_id);
+
+-- The lifecycle table of engine/lifecycle.py (NEXT_STATUS), as migration 0002 fills it.
+CREATE TABLE runstate_lifecycle (
+    from_status TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    to_status   TEXT    NOT NULL,
+    terminal    INTEGER NOT NULL CHECK (terminal IN (0, 1)),
+    PRIMARY KEY (from_status, event_type)
+) WITHOUT ROWID;
 
 -- position is the rowid: store-wide and increasing in commit order, because writers are
 -- serialized by BEGIN IMMEDIATE and events are never deleted.
@@ -53,7 +73,8 @@ CREATE TABLE runstate_outbox (
     lease_expires_at INTEGER,
     last_error       TEXT,
     dead             INTEGER NOT NULL DEFAULT 0 CHECK (dead IN (0, 1)),
-    delivered_at     INTEGER
+    delivered_at     INTEGER,
+    dead_at          INTEGER
 );
 
 -- Claims find each run's oldest undelivered record, then walk the run's prefix in seq order.
@@ -64,3 +85,6 @@ CREATE INDEX runstate_outbox_undelivered
 -- Retention: purge_delivered deletes the oldest deliveries first, in small batches.
 CREATE INDEX runstate_outbox_delivered
     ON runstate_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
+
+-- list_dead_letters: oldest first.
+CREATE INDEX runstate_outbox_dead ON runstate_outbox (outbox_id) WHERE dead = 1;
