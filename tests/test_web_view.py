@@ -73,7 +73,7 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A server with tokens over a SQLite store filled by the demo."""
     folder = tmp_path_factory.mktemp("web")
-    url = os.environ.get("RUNSTATE_WEB_TEST_URL") or f"memory://web-{uuid.uuid4().hex[:8]}"
+    url = os.environ.get("RUNSTATE_WEB_TEST_URL") or f"sqlite:///{folder / 'demo.db'}"
     tokens = new_tokens()
     with demo_server(url, folder, tokens) as server:
         site = Site(server=server, tokens=tokens, url=url, clients={})
