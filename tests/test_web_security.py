@@ -225,3 +225,20 @@ def test_without_tokens_loopback_needs_no_sign_in_but_other_hosts_are_refused() 
         assert created.status_code == 201
         csrf = _csrf(client.get("/runs/open-1").text)
         assert client.post("/outbox/redrive", data={"csrf": csrf}).status_code == 303
+
+
+def test_a_command_the_table_forbids_comes_back_refused(
+    server: ServerThread, tokens: Tokens
+) -> None:
+    run_id = f"stale-{uuid.uuid4().hex[:6]}"
+    _create(server, tokens, run_id, mode="sync")
+    with _signed_in(server, tokens.write) as client:
+        page = client.get(f"/runs/{run_id}").text
+        assert re.search(r'data-command="resume" disabled', page)
+        answer = client.post(
+            f"/runs/{run_id}/commands/resume", data={"csrf": _csrf(page), "nonce": "s" * 12}
+        )
+        assert answer.status_code == 303
+        shown = client.get(answer.headers["location"]).text
+        assert "Refused: Resume" in shown
+        assert 'data-status="RUNNING"' in shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -27,7 +28,7 @@ from ...engine.lifecycle import (
     RUN_TIMED_OUT,
     TRANSITIONS,
 )
-from ...errors import InvalidInput
+from ...errors import ConcurrencyConflict, InvalidInput, InvalidTransition
 from .._context import ServerContext
 from .._http import Problem
 from ._html import Markup, join, render, run_href
@@ -149,6 +150,11 @@ async def run_command(
     if not 8 <= len(nonce) <= 64 or not nonce.replace("-", "").replace("_", "").isalnum():
         raise InvalidInput("must be the form's nonce", field="nonce")
     run_id = path["run_id"]
-    await command.run(ctx.engine, run_id, f"web-{command.name}-{nonce}")
+    try:
+        await command.run(ctx.engine, run_id, f"web-{command.name}-{nonce}")
+    except (InvalidTransition, ConcurrencyConflict) as exc:
+        # The page was stale (someone else moved the run): back to it, saying why.
+        query = urlencode({"refused": f"{command.label}: {exc}"})
+        return RedirectResponse(run_href(run_id, f"?{query}"), status_code=303)
     ctx.notify_write()
     return RedirectResponse(run_href(run_id, f"?done={command.name}"), status_code=303)

@@ -196,13 +196,18 @@ async def run_page(
     if request.query_params.get("partial"):
         return html_response(parts)
     done = request.query_params.get("done")
+    failed = request.query_params.get("refused")
     notice = render('<p class="notice" role="status">Sent: $d</p>', d=done) if done else ""
+    if failed:
+        notice = render('<p class="form-error" role="alert">Refused: $f</p>', f=failed)
+    # A run that recovered keeps its last error: shown as such, not as the run's outcome.
+    error_title = "Error" if state.error is not None or state.last_error is None else "Last error"
     error = state.error if state.error is not None else state.last_error
     data = join(
         [
             _json_block("Input", metadata.input, open_=True),
             _json_block("Output", state.output, open_=True),
-            _json_block("Error", error, open_=True, css="err"),
+            _json_block(error_title, error, open_=True, css="err"),
         ]
     )
     body = render(
