@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest ts-test bench fuzz generate clean
+.PHONY: test demo lint typecheck pytest ts-test bench fuzz generate screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ ts-test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/runstate demo $(DEMO_ARGS)
+
+# docs/screenshots/*.png: the web view over the demo's data, taken by the browser test's code.
+screenshots: $(STAMP)
+	RUNSTATE_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_web_view.py -k screenshots $(PYTEST_ARGS)
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py $(PYTEST_ARGS)

@@ -58,7 +58,13 @@ async def _seed(store_url: str) -> None:
             ("cli-queued", "report", "acme"),
         ):
             await engine.create_run(
-                RunMetadata(run_id=name, workflow=workflow, tenant_id=tenant, input={"n": 1}),
+                RunMetadata(
+                    run_id=name,
+                    workflow=workflow,
+                    tenant_id=tenant,
+                    input={"n": 1},
+                    labels={"team": "data"} if name == "cli-failed" else {},
+                ),
                 mode="sync" if name != "cli-queued" else "queued",
             )
         await engine.record("cli-ok", RunEventInput(type="StepStarted", payload={"step": "load"}))
@@ -112,6 +118,37 @@ def test_runs_list_filters_and_pages(url: str) -> None:
     assert code == 0
     assert "cli-failed" in out
     assert "FAILED" in out
+
+
+def _listed(url: str, *args: str) -> list[str]:
+    code, out, err = cli("runs", "list", "--url", url, "--json", *args)
+    assert code == 0, err
+    return [r["run_id"] for r in json.loads(out)]
+
+
+def test_runs_list_reads_the_summary_with_every_filter(url: str) -> None:
+    assert _listed(url, "--exclude-status", "FAILED") == ["cli-queued", "cli-ok"]
+    assert _listed(url, "--exclude-status", "FAILED", "--exclude-status", "QUEUED") == ["cli-ok"]
+    assert _listed(url, "--status", "FAILED", "--status", "QUEUED") == ["cli-queued", "cli-failed"]
+    assert _listed(url, "--label", "team=data") == ["cli-failed"]
+    assert _listed(url, "--label", "team=other") == []
+    assert _listed(url, "--run-id-prefix", "cli-q") == ["cli-queued"]
+    assert _listed(url, "--run-id-prefix", "nope") == []
+    assert _listed(url, "--created-before", "2000-01-01T00:00:00+00:00") == []
+    assert len(_listed(url, "--created-before", "2999-01-01T00:00:00+00:00")) == 3
+    assert _listed(url, "--limit", "2", "--page", "2") == ["cli-ok"]
+    assert _listed(url, "--limit", "2", "--page", "3") == []
+    code, out, _ = cli("runs", "list", "--url", url, "--json", "--run-id-prefix", "cli-ok")
+    (ok,) = json.loads(out)
+    assert (ok["status"], ok["attempt"], ok["last_seq"]) == ("SUCCEEDED", 1, 4)
+    assert ok["started_at"] is not None
+    assert ok["finished_at"] is not None
+    code, _, err = cli("runs", "list", "--url", url, "--label", "no-equals-sign")
+    assert code != 0
+    assert "--label 'no-equals-sign'" in err
+    code, _, err = cli("runs", "list", "--url", url, "--created-before", "tomorrow")
+    assert code != 0
+    assert "--created-before" in err
 
 
 def test_runs_show_prints_metadata_state_and_timeline(url: str) -> None:

@@ -196,19 +196,19 @@ def parse_duration(text: str | None, option: str) -> timedelta | None:
     )
 
 
-def parse_since(text: str | None) -> datetime | None:
-    """Parse ``--since``: a duration like 15m, 2h, 7d, or an ISO 8601 time."""
+def parse_since(text: str | None, flag: str = "--since") -> datetime | None:
+    """Parse ``--since`` (or ``flag``): a duration ago like 15m, 2h, 7d, or an ISO 8601 time."""
     if text is None:
         return None
     if text[-1:] in _UNITS and text[:-1].isdigit():
-        duration = parse_duration(text, "--since")
+        duration = parse_duration(text, flag)
         assert duration is not None
         return datetime.now(UTC) - duration
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise fail(
-            f"--since {text!r}: expected a duration (30s, 15m, 2h, 7d) or an ISO 8601 time",
+            f"{flag} {text!r}: expected a duration (30s, 15m, 2h, 7d) or an ISO 8601 time",
             EXIT_INVALID_INPUT,
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -10,9 +10,9 @@ from rich.table import Table
 
 from .._open import open_store
 from ..engine import RunStatus, project
-from ..errors import InvalidInput, RunNotFound, UnreadableRecord
+from ..errors import InvalidInput, RunNotFound
 from ..store import OutboxStore, RunCatalog, RunStateStore
-from ..types import RunEventPersisted
+from ..types import RunEventPersisted, RunFilter, RunSummary
 from ._common import (
     JsonOption,
     UrlOption,
@@ -22,7 +22,6 @@ from ._common import (
     print_json,
     run_async,
     short_json,
-    warn,
 )
 
 runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
@@ -36,53 +35,67 @@ def _catalog(store: RunStateStore) -> RunCatalog:
     return store
 
 
+def _parse_labels(items: list[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(
+                f"--label {item[:60]!r}: expected a key, '=' and a value", field="labels"
+            )
+        if key in labels:
+            raise InvalidInput(f"--label {key[:40]!r} given twice", field="labels")
+        labels[key] = value
+    return labels
+
+
 @runs_app.command("list")
 @run_async
 async def runs_list(
     url: str = UrlOption,
     status: list[RunStatus] | None = typer.Option(None, "--status", help="Only these statuses."),  # noqa: B008
+    exclude_status: list[RunStatus] | None = typer.Option(  # noqa: B008
+        None, "--exclude-status", help="Not these statuses."
+    ),
     workflow: str | None = typer.Option(None, help="Only runs of this workflow."),
     tenant: str | None = typer.Option(None, help="Only runs of this tenant."),
+    label: list[str] | None = typer.Option(  # noqa: B008
+        None, "--label", help="key=value: only runs with this label (repeat: all must match)."
+    ),
     since: str | None = typer.Option(None, help="Created after: 15m, 2h, 7d or ISO time."),
+    created_before: str | None = typer.Option(
+        None, "--created-before", help="Created before: 15m, 2h, 7d (ago) or ISO time."
+    ),
+    run_id_prefix: str | None = typer.Option(
+        None, "--run-id-prefix", help="Only runs whose id starts with this."
+    ),
     limit: int = typer.Option(20, min=1, help="Runs per page."),
     page: int = typer.Option(1, min=1, help="Page number (newest first)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List runs, newest first, with their projected status."""
-    created_after = parse_since(since)
-    wanted = set(status or [])
-    skip = (page - 1) * limit
-    rows: list[tuple[Any, Any]] = []
+    """List runs, newest first, with their status, from the stores' indexed run summaries."""
+    # Everything is checked before the store is opened, so bad input writes or reads nothing.
+    filter = RunFilter(
+        statuses=frozenset(s.value for s in status or []),
+        exclude_statuses=frozenset(s.value for s in exclude_status or []),
+        workflow=workflow,
+        tenant_id=tenant,
+        labels=_parse_labels(label),
+        created_after=parse_since(since),
+        created_before=parse_since(created_before, "--created-before"),
+        run_id_prefix=run_id_prefix,
+    )
+    rows: tuple[RunSummary, ...] = ()
     async with open_store(url) as store:
         catalog = _catalog(store)
-        offset = 0
-        while len(rows) < limit:
-            chunk = await catalog.list_runs(
-                workflow=workflow,
-                tenant_id=tenant,
-                created_after=created_after,
-                limit=200,
-                offset=offset,
-            )
-            if not chunk:
+        cursor: str | None = None
+        # Page N is reached by following N-1 keyset cursors: each step is one index range.
+        for number in range(1, page + 1):
+            result = await catalog.query_runs(filter, limit=limit, cursor=cursor)
+            rows, cursor = result.runs, result.next_cursor
+            if cursor is None and number < page:
+                rows = ()
                 break
-            offset += len(chunk)
-            for summary in chunk:
-                try:
-                    events = await store.list_events(summary.metadata.run_id)
-                except UnreadableRecord as exc:
-                    # One damaged run is that run's problem: say so, list the others.
-                    warn(f"{exc} ({exc.code}); not listed")
-                    continue
-                state = project(summary.metadata, events)
-                if wanted and state.status not in wanted:
-                    continue
-                if skip:
-                    skip -= 1
-                    continue
-                rows.append((summary, state))
-                if len(rows) == limit:
-                    break
     if as_json:
         print_json(
             [
@@ -90,20 +103,22 @@ async def runs_list(
                     "run_id": s.metadata.run_id,
                     "workflow": s.metadata.workflow,
                     "tenant_id": s.metadata.tenant_id,
-                    "status": st.status,
-                    "attempt": st.attempt,
+                    "status": s.status,
+                    "attempt": s.attempt,
                     "last_seq": s.last_seq,
                     "created_at": s.metadata.created_at,
                     "updated_at": s.updated_at,
+                    "started_at": s.started_at,
+                    "finished_at": s.finished_at,
                 }
-                for s, st in rows
+                for s in rows
             ]
         )
         return
     _print_runs(rows, page)
 
 
-def _print_runs(rows: list[tuple[Any, Any]], page: int) -> None:
+def _print_runs(rows: tuple[RunSummary, ...], page: int) -> None:
     if not rows:
         console.print("no runs match")
         return
@@ -116,21 +131,21 @@ def _print_runs(rows: list[tuple[Any, Any]], page: int) -> None:
         pad_edge=False,
     )
     # Ids and statuses are what people copy and scan for: never cut them short.
-    longest_id = max(len(summary.metadata.run_id) for summary, _ in rows)
+    longest_id = max(len(summary.metadata.run_id) for summary in rows)
     table.add_column("run id", no_wrap=True, min_width=longest_id)
     for column in ("workflow", "tenant"):
         table.add_column(column, no_wrap=True)
     table.add_column("status", no_wrap=True, min_width=10)
     for column in ("attempt", "events", "created", "updated"):
         table.add_column(column, no_wrap=True)
-    for summary, state in rows:
+    for summary in rows:
         metadata = summary.metadata
         table.add_row(
             metadata.run_id,
             metadata.workflow,
             metadata.tenant_id or "-",
-            state.status.value,
-            str(state.attempt),
+            summary.status,
+            str(summary.attempt),
             str(summary.last_seq),
             format_time(metadata.created_at, precise=False),
             format_time(summary.updated_at, precise=False),

@@ -34,7 +34,7 @@ def serve_command(
     ),
     access_log: bool = typer.Option(True, help="Log one line per request (never tokens)."),
 ) -> None:
-    """Serve the store as an HTTP API (OpenAPI at /openapi.json)."""
+    """Serve the store as an HTTP API (OpenAPI at /openapi.json) and the web view at /."""
     try:
         from ..server import create_app, is_loopback_host, load_tokens
         from ..server._thread import uvicorn_config
@@ -63,7 +63,7 @@ def serve_command(
     shown_host = f"[{host}]" if ":" in host else host
     print(
         f"runstate: serving {mask_url(url)} on http://{shown_host}:{port} "
-        f"({app.context.access.describe()}); OpenAPI at /openapi.json",
+        f"({app.context.access.describe()}); web view at /, OpenAPI at /openapi.json",
         file=sys.stderr,
         flush=True,
     )

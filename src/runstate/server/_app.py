@@ -30,6 +30,7 @@ from ._routes_engine import OPERATIONS as ENGINE_OPERATIONS
 from ._routes_live import OPERATIONS as LIVE_OPERATIONS
 from ._routes_outbox import OPERATIONS as OUTBOX_OPERATIONS
 from ._routes_store import OPERATIONS as STORE_OPERATIONS
+from .web import web_operations
 
 log = logging.getLogger("runstate.server")
 
@@ -138,7 +139,8 @@ class ApiApp:
             *_operations_routes(self._openapi),
         )
         self.operations = operations
-        self._router = Router(operations)
+        # The web view's pages sit beside the API in one router, outside the OpenAPI document.
+        self._router = Router((*operations, *web_operations(self.context)))
         self._openapi_body: bytes | None = None
         # Metrics need a read token once tokens exist; the document stays public.
         self._metrics_scope_needed = not self.context.access.open

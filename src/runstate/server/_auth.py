@@ -143,6 +143,10 @@ class AccessPolicy:
             return "UNAUTHORIZED"
         return None if granted >= needed else "FORBIDDEN"
 
+    def scope_of_token(self, presented: str) -> Scope | None:
+        """The scope of a token given in a sign-in form, or ``None`` (constant-time compares)."""
+        return self._scope_of(f"Bearer {presented}")
+
     def _scope_of(self, authorization: str | None) -> Scope | None:
         if authorization is None:
             return None

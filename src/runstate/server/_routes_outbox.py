@@ -12,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import InvalidInput
+from ..wire.catalog import dead_letter_json
 from ..wire.values import (
+    MAX_WIRE_INT,
     expect_object,
     json_type,
     outbox_record_json,
@@ -25,8 +27,8 @@ from ..wire.values import (
 )
 from ._auth import Scope
 from ._context import ServerContext
-from ._http import json_response, query_params, read_json
-from ._router import Operation
+from ._http import int_param, json_response, query_params, read_json, str_param
+from ._router import Operation, Param
 
 MAX_WAIT_SECONDS = 60.0
 #: The most records one claim hands out; a claim asks for "up to limit", so more is clamped.
@@ -129,6 +131,17 @@ async def wait(ctx: ServerContext, request: Request, _: dict[str, str]) -> Respo
     return Response(status_code=204)
 
 
+async def dead_letters(ctx: ServerContext, request: Request, _: dict[str, str]) -> Response:
+    """GET /v1/outbox/dead-letters?run_id=&limit=&after_outbox_id=: dead letters, oldest first."""
+    params = query_params(request, frozenset({"run_id", "limit", "after_outbox_id"}))
+    letters = await ctx.outbox.list_dead_letters(
+        run_id=str_param(params, "run_id"),
+        limit=int_param(params, "limit", 100, maximum=MAX_IDS) or 0,
+        after_outbox_id=int_param(params, "after_outbox_id", None),
+    )
+    return json_response({"dead_letters": [dead_letter_json(letter) for letter in letters]})
+
+
 def _admin(operation_id: str, path: str, handler: Any, summary: str, **extra: Any) -> Operation:
     return Operation(
         operation_id=operation_id,
@@ -153,6 +166,30 @@ OPERATIONS = (
         summary="Outbox status: pending, in flight, dead letters, delivered, oldest pending",
         tag="outbox",
         ok="OutboxStats",
+    ),
+    Operation(
+        operation_id="outboxDeadLetters",
+        method="GET",
+        path="/v1/outbox/dead-letters",
+        scope=Scope.READ,
+        handler=dead_letters,
+        summary="Dead-lettered records oldest first, with their last error and attempts",
+        tag="outbox",
+        ok="DeadLetterList",
+        params=(
+            Param(name="run_id", schema={"type": "string"}, description="Only this run's."),
+            Param(
+                name="limit",
+                schema={"type": "integer", "minimum": 0, "maximum": MAX_IDS},
+                description="At most this many (default 100).",
+            ),
+            Param(
+                name="after_outbox_id",
+                schema={"type": "integer", "minimum": 0, "maximum": MAX_WIRE_INT},
+                description="The last outbox_id of the previous page.",
+            ),
+        ),
+        errors=("INVALID_INPUT",),
     ),
     _admin(
         "outboxRedrive",

@@ -25,12 +25,10 @@ from ._context import ServerContext
 from ._http import int_param, json_response, query_params, read_json, str_param, time_param
 from ._router import Operation, Param
 from ._runs import (
-    RunFilters,
-    decode_cursor,
-    encode_cursor,
-    list_run_page,
-    listed_run_json,
-    parse_statuses,
+    RUN_FILTER_REPEATABLE,
+    RUN_QUERY_PARAMS,
+    descending_param,
+    run_filter_from_params,
     state_json,
 )
 
@@ -95,27 +93,26 @@ async def list_events(ctx: ServerContext, request: Request, path: dict[str, str]
 
 
 async def list_runs(ctx: ServerContext, request: Request, _: dict[str, str]) -> Response:
-    """GET /v1/runs: runs newest first with their status, filtered, in cursor pages."""
-    params = query_params(
-        request,
-        frozenset({"status", "workflow", "tenant_id", "since", "limit", "cursor"}),
-        repeatable=frozenset({"status"}),
+    """GET /v1/runs: run summaries matching a filter, in keyset cursor pages."""
+    params = query_params(request, RUN_QUERY_PARAMS, repeatable=RUN_FILTER_REPEATABLE)
+    page = await ctx.catalog.query_runs(
+        run_filter_from_params(params),
+        order_by=params.get("order_by", "created_at"),  # type: ignore[arg-type]
+        descending=descending_param(params),
+        limit=int_param(params, "limit", 50, maximum=MAX_PAGE) or 0,
+        cursor=str_param(params, "cursor"),
     )
-    filters = RunFilters(
-        statuses=parse_statuses(params.getlist("status")),
-        workflow=str_param(params, "workflow"),
-        tenant_id=str_param(params, "tenant_id"),
-        created_after=time_param(params, "since"),
-    )
-    limit = int_param(params, "limit", 50, maximum=500) or 0
-    start = decode_cursor(str_param(params, "cursor"), filters)
-    rows, next_offset = await list_run_page(ctx.store, ctx.catalog, filters, start, limit)
     return json_response(
-        {
-            "runs": [listed_run_json(summary, state) for summary, state in rows],
-            "next_cursor": None if next_offset is None else encode_cursor(filters, next_offset),
-        }
+        {"runs": [summary_json(s) for s in page.runs], "next_cursor": page.next_cursor}
     )
+
+
+async def count_runs(ctx: ServerContext, request: Request, _: dict[str, str]) -> Response:
+    """GET /v1/catalog/run-counts: how many runs match the filter, per status."""
+    known = RUN_QUERY_PARAMS - {"order_by", "descending", "limit", "cursor"}
+    params = query_params(request, known, repeatable=RUN_FILTER_REPEATABLE)
+    counts = await ctx.catalog.count_runs_by_status(run_filter_from_params(params))
+    return json_response({"counts": dict(counts)})
 
 
 async def catalog_runs(ctx: ServerContext, request: Request, _: dict[str, str]) -> Response:
@@ -152,6 +149,48 @@ async def feed_head(ctx: ServerContext, request: Request, _: dict[str, str]) -> 
 _RUN_ID = "/v1/runs/{run_id}"
 _LIMIT = Param(
     name="limit", schema={"type": "integer", "minimum": 0, "maximum": MAX_PAGE}, description=""
+)
+
+_STATUSES = {"type": "array", "items": {"$ref": "#/components/schemas/RunStatus"}}
+_FILTER_PARAMS = (
+    Param(
+        name="status",
+        schema=_STATUSES,
+        description="Only runs in one of these statuses (repeat the parameter).",
+    ),
+    Param(
+        name="exclude_status",
+        schema=_STATUSES,
+        description="No runs in these statuses (repeat the parameter).",
+    ),
+    Param(name="workflow", schema={"type": "string"}, description="Only this workflow."),
+    Param(name="tenant", schema={"type": "string"}, description="Only this tenant."),
+    Param(name="tenant_id", schema={"type": "string"}, description="The same as tenant."),
+    Param(
+        name="label",
+        schema={"type": "array", "items": {"type": "string", "pattern": "="}},
+        description="key=value: only runs with this label (repeat: all must match).",
+    ),
+    Param(
+        name="created_after",
+        schema={"type": "string", "format": "date-time"},
+        description="Only runs created at or after this time (RFC 3339).",
+    ),
+    Param(
+        name="since",
+        schema={"type": "string", "format": "date-time"},
+        description="The same as created_after.",
+    ),
+    Param(
+        name="created_before",
+        schema={"type": "string", "format": "date-time"},
+        description="Only runs created before this time (RFC 3339).",
+    ),
+    Param(
+        name="run_id_prefix",
+        schema={"type": "string"},
+        description="Only runs whose id starts with this.",
+    ),
 )
 
 OPERATIONS = (
@@ -229,33 +268,47 @@ OPERATIONS = (
         path="/v1/runs",
         scope=Scope.READ,
         handler=list_runs,
-        summary="Runs, newest first, with their status; filtered; in cursor pages",
+        summary="Run summaries matching a filter, sorted, in keyset cursor pages",
         tag="store",
         ok="RunList",
         params=(
+            *_FILTER_PARAMS,
             Param(
-                name="status",
-                schema={"type": "array", "items": {"$ref": "#/components/schemas/RunStatus"}},
-                description="Only runs in one of these statuses (repeat the parameter).",
+                name="order_by",
+                schema={
+                    "type": "string",
+                    "enum": ["created_at", "updated_at", "workflow", "status"],
+                },
+                description="The sort key (default created_at); ties are broken by run_id.",
             ),
-            Param(name="workflow", schema={"type": "string"}, description="Only this workflow."),
-            Param(name="tenant_id", schema={"type": "string"}, description="Only this tenant."),
             Param(
-                name="since",
-                schema={"type": "string", "format": "date-time"},
-                description="Only runs created after this time (RFC 3339).",
+                name="descending",
+                schema={"type": "string", "enum": ["true", "false"]},
+                description="Sort descending (default true).",
             ),
             Param(
                 name="limit",
-                schema={"type": "integer", "minimum": 0, "maximum": 500},
+                schema={"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
                 description="Runs per page (default 50).",
             ),
             Param(
                 name="cursor",
                 schema={"type": "string"},
-                description="The next_cursor of the previous page, with the same filters.",
+                description="The next_cursor of the previous page, with the same filter and order.",
             ),
         ),
+        errors=("INVALID_INPUT",),
+    ),
+    Operation(
+        operation_id="countRuns",
+        method="GET",
+        path="/v1/catalog/run-counts",
+        scope=Scope.READ,
+        handler=count_runs,
+        summary="How many runs match a filter, per status (the status parameter is ignored)",
+        tag="catalog",
+        ok="RunCounts",
+        params=_FILTER_PARAMS,
         errors=("INVALID_INPUT",),
     ),
     Operation(

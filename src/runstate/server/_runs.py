@@ -1,111 +1,84 @@
-"""Listing runs with their status, and the JSON of a projected run state.
+"""Listing runs from the stores' run summaries, and the JSON of a projected run state.
 
-``list_run_page`` is the one place that decides how a filtered run listing is read: today it
-projects each run from its events (as ``runstate runs list --status`` does); an indexed per-run
-summary can replace it without touching the routes or the cursor format's users.
+``GET /v1/runs`` reads ``RunCatalog.query_runs``: the summaries are kept by every adapter in
+the transaction of each write, so a filtered listing never projects a run's events.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from ..engine import RunState, RunStatus, project
+from starlette.datastructures import QueryParams
+
+from ..engine import RunState, RunStatus
 from ..errors import InvalidInput
-from ..store import RunCatalog, RunStateStore
-from ..types import RunSummary
-from ..wire.values import format_time, metadata_json
+from ..types import RunFilter
+from ..wire.values import format_time
+from ._http import str_param, time_param
 
-_SCAN_CHUNK = 200
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RunFilters:
-    """What a run listing keeps: statuses (any of), workflow, tenant, created after."""
-
-    statuses: frozenset[RunStatus]
-    workflow: str | None
-    tenant_id: str | None
-    created_after: datetime | None
-
-    def fingerprint(self) -> str:
-        """A short digest of the filters, bound into cursors so they cannot be mixed up."""
-        text = json.dumps(
-            [
-                sorted(self.statuses),
-                self.workflow,
-                self.tenant_id,
-                None if self.created_after is None else self.created_after.isoformat(),
-            ]
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def encode_cursor(filters: RunFilters, offset: int) -> str:
-    """An opaque cursor: where the scan goes on, for these filters."""
-    raw = json.dumps({"o": offset, "f": filters.fingerprint()}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, filters: RunFilters) -> int:
-    """Return the scan offset a cursor stands for; refuse cursors of other filters."""
-    if cursor is None:
-        return 0
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        document = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        offset, fingerprint = document["o"], document["f"]
-    except (ValueError, binascii.Error, KeyError, TypeError, UnicodeEncodeError):
-        raise InvalidInput("not a cursor of this listing", field="cursor") from None
-    if type(offset) is not int or not 0 <= offset < 2**63 or fingerprint != filters.fingerprint():
-        raise InvalidInput("not a cursor of this listing (or of other filters)", field="cursor")
-    return offset
-
-
-async def list_run_page(
-    store: RunStateStore, catalog: RunCatalog, filters: RunFilters, start: int, limit: int
-) -> tuple[list[tuple[RunSummary, RunState]], int | None]:
-    """Return up to ``limit`` matching runs from scan offset ``start``, and the next offset."""
-    rows: list[tuple[RunSummary, RunState]] = []
-    offset = start
-    while len(rows) < limit:
-        chunk = await catalog.list_runs(
-            workflow=filters.workflow,
-            tenant_id=filters.tenant_id,
-            created_after=filters.created_after,
-            limit=_SCAN_CHUNK,
-            offset=offset,
-        )
-        for index, summary in enumerate(chunk):
-            state = project(summary.metadata, await store.list_events(summary.metadata.run_id))
-            if filters.statuses and state.status not in filters.statuses:
-                continue
-            rows.append((summary, state))
-            if len(rows) == limit:
-                return rows, offset + index + 1
-        if len(chunk) < _SCAN_CHUNK:
-            return rows, None
-        offset += len(chunk)
-    return rows, offset
-
-
-def listed_run_json(summary: RunSummary, state: RunState) -> dict[str, Any]:
-    """One entry of ``GET /v1/runs``."""
-    return {
-        "metadata": metadata_json(summary.metadata),
-        "last_seq": summary.last_seq,
-        "updated_at": summary.updated_at.isoformat(),
-        "status": state.status.value,
-        "attempt": state.attempt,
-        "started_at": format_time(state.started_at),
-        "finished_at": format_time(state.finished_at),
+#: The query parameters of ``GET /v1/runs`` (``tenant_id`` and ``since``: earlier spellings).
+RUN_QUERY_PARAMS = frozenset(
+    {
+        "status",
+        "exclude_status",
+        "workflow",
+        "tenant",
+        "tenant_id",
+        "label",
+        "created_after",
+        "since",
+        "created_before",
+        "run_id_prefix",
+        "order_by",
+        "descending",
+        "limit",
+        "cursor",
     }
+)
+RUN_FILTER_REPEATABLE = frozenset({"status", "exclude_status", "label"})
+
+
+def _one_of(params: QueryParams, *names: str) -> str | None:
+    given = [name for name in names if name in params]
+    if len(given) > 1:
+        raise InvalidInput(f"give one of {' or '.join(given)}", field=given[-1])
+    return params.get(given[0]) if given else None
+
+
+def run_filter_from_params(params: QueryParams) -> RunFilter:
+    """Parse the filter of a run listing from its query parameters."""
+    labels: dict[str, str] = {}
+    for item in params.getlist("label"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput("must be key=value", field="label")
+        if key in labels:
+            raise InvalidInput(f"label {key[:40]!r} given twice", field="label")
+        labels[key] = value
+    created_after = time_param(params, "created_after") or time_param(params, "since")
+    if "created_after" in params and "since" in params:
+        raise InvalidInput("give one of created_after or since", field="since")
+    return RunFilter(
+        statuses=frozenset(parse_statuses(params.getlist("status"))),
+        exclude_statuses=frozenset(
+            parse_statuses(params.getlist("exclude_status"), "exclude_status")
+        ),
+        workflow=str_param(params, "workflow"),
+        tenant_id=_one_of(params, "tenant", "tenant_id"),
+        labels=labels,
+        created_after=created_after,
+        created_before=time_param(params, "created_before"),
+        run_id_prefix=str_param(params, "run_id_prefix"),
+    )
+
+
+def descending_param(params: QueryParams) -> bool:
+    """Parse ``descending``: ``true`` (the default) or ``false``."""
+    text = params.get("descending", "true")
+    if text not in ("true", "false"):
+        raise InvalidInput("must be true or false", field="descending")
+    return text == "true"
 
 
 _STATE_TIMES = (
@@ -164,7 +137,7 @@ def state_json(state: RunState) -> dict[str, Any]:
     return document
 
 
-def parse_statuses(values: Sequence[str]) -> frozenset[RunStatus]:
+def parse_statuses(values: Sequence[str], field: str = "status") -> frozenset[RunStatus]:
     """Parse ``status`` query values (repeated or comma-separated)."""
     statuses: set[RunStatus] = set()
     for value in values:
@@ -174,6 +147,6 @@ def parse_statuses(values: Sequence[str]) -> frozenset[RunStatus]:
             except ValueError:
                 known = ", ".join(s.value for s in RunStatus)
                 raise InvalidInput(
-                    f"unknown status {name[:40]!r} (one of {known})", field="status"
+                    f"unknown status {name[:40]!r} (one of {known})", field=field
                 ) from None
     return frozenset(statuses)

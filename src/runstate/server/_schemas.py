@@ -230,7 +230,8 @@ def _view_schemas() -> dict[str, Schema]:
             },
             ("runs", "next_cursor"),
         ),
-        "ListedRun": _object(
+        "ListedRun": _ref("RunSummary"),
+        "RunSummary": _object(
             {
                 "metadata": _ref("RunMetadata"),
                 "last_seq": _SEQ,
@@ -250,9 +251,14 @@ def _view_schemas() -> dict[str, Schema]:
                 "finished_at",
             ),
         ),
-        "RunSummary": _object(
-            {"metadata": _ref("RunMetadata"), "last_seq": _SEQ, "updated_at": _TIME},
-            ("metadata", "last_seq", "updated_at"),
+        "RunCounts": _object(
+            {
+                "counts": _object(
+                    {status.value: _COUNT for status in RunStatus},
+                    tuple(status.value for status in RunStatus),
+                )
+            },
+            ("counts",),
         ),
         "RunSummaryList": _object(
             {"runs": {"type": "array", "items": _ref("RunSummary")}}, ("runs",)
@@ -298,6 +304,20 @@ def _outbox_schemas() -> dict[str, Schema]:
             ("pending", "in_flight", "dead", "delivered", "oldest_pending_at"),
         ),
         "OutboxRecord": record,
+        "DeadLetter": _object(
+            {
+                "outbox_id": {"type": "integer", "minimum": 1},
+                "event": _ref("RunEventPersisted"),
+                "workflow": {"type": "string"},
+                "attempts": _COUNT,
+                "last_error": {"type": ["string", "null"]},
+                "dead_at": _OPTIONAL_TIME,
+            },
+            ("outbox_id", "event", "workflow", "attempts", "last_error", "dead_at"),
+        ),
+        "DeadLetterList": _object(
+            {"dead_letters": {"type": "array", "items": _ref("DeadLetter")}}, ("dead_letters",)
+        ),
         "ClaimInput": _object(
             {
                 "owner": {"type": "string"},

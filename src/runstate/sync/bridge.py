@@ -334,14 +334,14 @@ class BridgedFullStore(BridgedStore):
     def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
         """Return how many runs match the filter per status (the filter's statuses ignored)."""
         self._check_open()
-        return self._runner.run(self._store.count_runs_by_status(filter))  # type: ignore[no-any-return]
+        return self._runner.run(self._store.count_runs_by_status(filter))
 
     def list_dead_letters(
         self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
     ) -> list[DeadLetter]:
         """Return dead-lettered records oldest first, with their last error and attempts."""
         self._check_open()
-        return self._runner.run(  # type: ignore[no-any-return]
+        return self._runner.run(
             self._store.list_dead_letters(
                 run_id=run_id, limit=limit, after_outbox_id=after_outbox_id
             )

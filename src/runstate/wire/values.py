@@ -151,6 +151,10 @@ def summary_json(summary: RunSummary) -> dict[str, Any]:
         "metadata": metadata_json(summary.metadata),
         "last_seq": summary.last_seq,
         "updated_at": summary.updated_at.isoformat(),
+        "status": summary.status,
+        "attempt": summary.attempt,
+        "started_at": format_time(summary.started_at),
+        "finished_at": format_time(summary.finished_at),
     }
 
 
@@ -379,10 +383,15 @@ def append_result_from_json(value: Mapping[str, Any]) -> AppendResult:
 
 def summary_from_json(value: Mapping[str, Any]) -> RunSummary:
     """Decode a catalog entry sent by the server."""
+    started, finished = value["started_at"], value["finished_at"]
     return RunSummary(
         metadata=stored_metadata_from_json(value["metadata"]),
         last_seq=value["last_seq"],
         updated_at=datetime.fromisoformat(value["updated_at"]),
+        status=value["status"],
+        attempt=value["attempt"],
+        started_at=None if started is None else datetime.fromisoformat(started),
+        finished_at=None if finished is None else datetime.fromisoformat(finished),
     )
 
 

@@ -33,15 +33,20 @@ from ..._validation import (
 from ...errors import InvalidInput, RunNotFound, StoreUnavailable
 from ...types import (
     AppendResult,
+    DeadLetter,
     FeedPage,
     OutboxRecord,
     OutboxStats,
     RunBootstrapInput,
     RunEventInput,
     RunEventPersisted,
+    RunFilter,
+    RunListPage,
     RunMetadata,
+    RunOrder,
     RunSummary,
 )
+from ...wire.catalog import dead_letter_from_json, run_filter_params
 from ...wire.problems import PROBLEM_MEDIA_TYPE, error_from_problem
 from ...wire.values import (
     append_result_from_json,
@@ -57,6 +62,7 @@ from ...wire.values import (
     summary_from_json,
 )
 from .._base import StoreBase
+from .._catalog import check_dead_letter_page, check_run_filter, check_run_query
 
 TOKEN_ENV_VAR = "RUNSTATE_API_TOKEN"
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -126,7 +132,7 @@ class HttpStore(StoreBase):
         path: str,
         *,
         body: object = None,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         timeout: float | None = None,
     ) -> Any:
         """Send one request; return the decoded JSON answer (None for 204), or raise."""
@@ -137,7 +143,9 @@ class HttpStore(StoreBase):
                 method,
                 path,
                 content=content,
-                params=params,
+                params=None
+                if params is None
+                else tuple(dict(params).items() if isinstance(params, Mapping) else params),
                 headers=_JSON_HEADERS if content is not None else None,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
             )
@@ -263,6 +271,40 @@ class HttpStore(StoreBase):
             if len(page) < want or want == 0 or len(runs) >= limit:
                 return runs
 
+    async def query_runs(
+        self,
+        filter: RunFilter | None = None,
+        *,
+        order_by: RunOrder = "created_at",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunListPage:
+        """Return one page of run summaries matching the filter (keyset paging, ties by run_id)."""
+        self._check_open()
+        # Checked here too, so that bad arguments fail as on a local store, before any request.
+        check_run_query(filter, order_by, descending, limit, cursor)
+        params = run_filter_params(filter)
+        params += [("order_by", order_by), ("descending", "true" if descending else "false")]
+        params.append(("limit", str(limit)))
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        document = await self._call("GET", "/v1/runs", params=params)
+        return RunListPage(
+            runs=tuple(summary_from_json(s) for s in document["runs"]),
+            next_cursor=document["next_cursor"],
+        )
+
+    async def count_runs_by_status(self, filter: RunFilter | None = None) -> Mapping[str, int]:
+        """Return how many runs match the filter per status (the filter's statuses ignored)."""
+        self._check_open()
+        check_run_filter(filter)
+        document = await self._call(
+            "GET", "/v1/catalog/run-counts", params=run_filter_params(filter)
+        )
+        counts: dict[str, int] = document["counts"]
+        return counts
+
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor`` (``None``: from the start)."""
         self._check_open()
@@ -288,6 +330,27 @@ class HttpStore(StoreBase):
         return str((await self._call("GET", "/v1/feed/head"))["cursor"])
 
     # -- OutboxStore -------------------------------------------------------------------------
+
+    async def list_dead_letters(
+        self, *, run_id: str | None = None, limit: int = 100, after_outbox_id: int | None = None
+    ) -> list[DeadLetter]:
+        """Return dead-lettered records oldest first, with their last error and attempts."""
+        self._check_open()
+        check_dead_letter_page(run_id, limit, after_outbox_id)
+        letters: list[DeadLetter] = []
+        after = after_outbox_id or 0
+        while True:
+            # The server's pages are bounded: a larger limit is read as several pages.
+            want = min(PAGE_SIZE, limit - len(letters))
+            params = {"limit": str(want), "after_outbox_id": str(after)}
+            if run_id is not None:
+                params["run_id"] = run_id
+            document = await self._call("GET", "/v1/outbox/dead-letters", params=params)
+            page = [dead_letter_from_json(d) for d in document["dead_letters"]]
+            letters.extend(page)
+            if len(page) < want or want == 0 or len(letters) >= limit:
+                return letters
+            after = page[-1].outbox_id
 
     async def claim_outbox_batch(
         self, *, owner: str, limit: int, lease_seconds: float
