@@ -126,6 +126,7 @@ async def test_tables_stay_inside_the_chosen_schema(postgres_url: str, admin: An
             "run_outbox",
             "runstate_schema_version",
             "runstate_outbox_watchers",
+            "runstate_store",
         }
     finally:
         await drop_postgres_schema(schema)

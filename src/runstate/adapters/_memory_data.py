@@ -4,6 +4,7 @@ it hands out (see ``runstate.adapters.memory``)."""
 from __future__ import annotations
 
 import threading
+import uuid
 import weakref
 from collections import deque
 from datetime import datetime
@@ -65,6 +66,8 @@ class MemoryData:
 
     def __init__(self) -> None:
         self.runs: dict[str, RunData] = {}
+        # One id per store's data: a named store's handles share it, like a database's.
+        self.store_id = str(uuid.uuid4())
         self.last_position = 0
         # Outbox: every undelivered record by id (= position), and delivery state by id.
         self.undelivered: dict[int, RunEventPersisted] = {}

@@ -64,3 +64,11 @@ CREATE INDEX runstate_outbox_undelivered
 -- Retention: purge_delivered deletes the oldest deliveries first, in small batches.
 CREATE INDEX runstate_outbox_delivered
     ON runstate_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
+
+-- The store's id (a random UUID), generated once when the schema is created: the relay's
+-- default CloudEvents source is runstate://<store id>.
+CREATE TABLE runstate_store (
+    singleton  INTEGER NOT NULL PRIMARY KEY DEFAULT 1 CHECK (singleton = 1),
+    store_id   TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
