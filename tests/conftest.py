@@ -42,6 +42,18 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(f"{message}; start it to run this test")
 
 
+def standard_webhook_signed(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether the ``standardwebhooks`` library accepts a request signed with a raw secret."""
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    try:
+        # A raw (not whsec_) secret goes to the verifier as bytes: it decodes strings as base64.
+        Webhook(secret.encode()).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
 def unique_schema() -> str:
     """Return a fresh PostgreSQL schema name for one test."""
     return f"rs_test_{uuid.uuid4().hex[:16]}"

@@ -128,6 +128,7 @@ async def test_tables_stay_inside_the_chosen_schema(postgres_url: str, admin: An
             "runstate_outbox_watchers",
             "run_summaries",
             "runstate_lifecycle",
+            "runstate_store",
         }
     finally:
         await drop_postgres_schema(schema)

@@ -111,7 +111,9 @@ async def test_message_ids_and_envelopes(store_factory: StoreFactory) -> None:
     events = await store.list_events("env-0")
     assert [e["id"] for e in recorder.received] == ["env-0:1", "env-0:2"]
     assert [e["eventid"] for e in recorder.received] == [e.event_id for e in events]
-    assert all(e["workflow"] == "wf" and e["source"] == "runstate" for e in recorder.received)
+    # The source names the store: its id, made with the store, distinct from any other's.
+    source = f"runstate://{await store.store_id()}"
+    assert all(e["workflow"] == "wf" and e["source"] == source for e in recorder.received)
 
 
 async def test_concurrent_workers_and_relays_keep_per_run_order(

@@ -28,7 +28,13 @@ from typing import Any
 import pytest
 
 from _proxy import TcpProxy
-from conftest import POSTGRES_URL, drop_postgres_schema, require_service, unique_schema
+from conftest import (
+    POSTGRES_URL,
+    drop_postgres_schema,
+    require_service,
+    standard_webhook_signed,
+    unique_schema,
+)
 from runstate import (
     MemoryStore,
     OutboxStore,
@@ -41,7 +47,6 @@ from runstate import (
 from runstate.relay import Relay
 from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import open_sink
-from runstate.sinks.webhook import SIGNATURE_HEADER, verify_signature
 
 
 def check_delivery(
@@ -221,7 +226,7 @@ class Receiver:
                 name, _, value = line.decode("latin-1").partition(":")
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            if not verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER.lower())):
+            if not standard_webhook_signed(self.secret, body, headers):
                 self.bad_signatures += 1
                 status = 401
             elif self.rng.random() < self.fail_rate:

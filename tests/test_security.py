@@ -23,7 +23,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from conftest import POSTGRES_URL, drop_postgres_schema, require_service, unique_schema
+from conftest import (
+    POSTGRES_URL,
+    drop_postgres_schema,
+    require_service,
+    standard_webhook_signed,
+    unique_schema,
+)
 from runstate import (
     MemoryStore,
     RunBootstrapInput,
@@ -35,7 +41,6 @@ from runstate import (
 from runstate.relay import Relay, run_relay
 from runstate.relay.metrics import RelayMetrics
 from runstate.sinks import open_sink
-from runstate.sinks.webhook import SIGNATURE_HEADER, verify_signature
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "runstate"
 SQL_LAYER = [SRC / "adapters"]
@@ -445,7 +450,7 @@ class VerifyingReceiver:
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.raw.append(request_line + repr(headers).encode() + body)
-            if verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER.lower())):
+            if standard_webhook_signed(self.secret, body, headers):
                 self.accepted.append(body)
                 status = 200
             else:
@@ -504,7 +509,7 @@ async def test_receiver_accepts_only_correctly_signed_deliveries(
 
 
 def test_signatures_bind_body_secret_and_time() -> None:
-    from runstate.sinks.webhook import sign
+    from runstate.sinks.webhook import sign, verify_signature
 
     body = b'{"id":"r:1"}'
     header = sign("k", body, timestamp=1_700_000_000)

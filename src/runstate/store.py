@@ -104,6 +104,13 @@ class OutboxStore(Protocol):
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         ...
 
+    async def store_id(self) -> str:
+        """Return the store's id: made once with the store, never changed, distinct per store.
+
+        The relay's default CloudEvents ``source`` is ``runstate://<store id>``.
+        """
+        ...
+
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many.
 

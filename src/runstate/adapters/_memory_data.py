@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import threading
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -83,6 +84,8 @@ class MemoryData:
 
     def __init__(self) -> None:
         self.runs: dict[str, RunData] = {}
+        # One id per store's data: a named store's handles share it, like a database's.
+        self.store_id = str(uuid.uuid4())
         self.last_position = 0
         # Outbox: every undelivered record by id (= position), and delivery state by id.
         self.undelivered: dict[int, RunEventPersisted] = {}

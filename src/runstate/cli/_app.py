@@ -38,6 +38,7 @@ class OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         """Run the command; in standalone mode, exit with its status."""
+        show_flags_as_flags(self)
         try:
             result = super().main(
                 args,
@@ -60,6 +61,20 @@ class OneLineErrors(TyperGroup):
             return result
         # Commands return None; an Exit raised by a command comes back as its status.
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def show_flags_as_flags(command: Any) -> None:
+    """Give every boolean flag of the command tree an empty metavar, so ``--help`` shows
+    ``--once`` as it is given rather than typer's ``--once <bool>``: a flag takes no value,
+    and ``--once true`` is refused. (Typer's commands are of its own bundled click, so this
+    goes by attributes, not classes.)"""
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        flag = getattr(param, "is_flag", False) and not getattr(param, "count", False)
+        if flag and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        show_flags_as_flags(sub)
 
 
 def _report_usage_error(exc: typer.TyperException) -> int:

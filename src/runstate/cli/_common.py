@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 console = Console(highlight=False)
+error_console = Console(highlight=False, stderr=True)
 
 URL_HELP = f"Store URL (default: ${URL_ENV_VAR}, else {DEFAULT_URL})."
 UrlOption = typer.Option(DEFAULT_URL, "--url", envvar=URL_ENV_VAR, help=URL_HELP)
@@ -162,10 +163,11 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def print_json(value: Any) -> None:
-    """Print one JSON document on stdout."""
-    sys.stdout.write(json.dumps(to_jsonable(value), ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+def print_json(value: Any, file: TextIO | None = None) -> None:
+    """Print one JSON document on ``file`` (default: stdout)."""
+    out = sys.stdout if file is None else file
+    out.write(json.dumps(to_jsonable(value), ensure_ascii=False) + "\n")
+    out.flush()
 
 
 def short_json(value: Any, width: int = 60) -> str:

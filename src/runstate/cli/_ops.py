@@ -25,6 +25,7 @@ from ._common import (
     JsonOption,
     UrlOption,
     console,
+    error_console,
     fail,
     format_time,
     parse_duration,
@@ -103,7 +104,16 @@ async def relay_command(
     batch_size: int = typer.Option(100, min=1, help="Records claimed per batch."),
     max_attempts: int = typer.Option(10, min=1, help="Attempts before a record is dead-lettered."),
     metrics_port: int | None = typer.Option(
-        None, min=1, max=65535, help="Serve Prometheus metrics on this port (127.0.0.1)."
+        None, min=1, max=65535, help="Serve Prometheus metrics on this port."
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1",
+        help="Address the metrics server binds (give 0.0.0.0 or :: to let other hosts scrape).",
+    ),
+    source: str | None = typer.Option(
+        None,
+        help="CloudEvents source of the events (default: the sink URL's source option, "
+        "else runstate://<store id>).",
     ),
     retention: str | None = typer.Option(
         None, help="Delete delivered records older than this (30m, 12h, 7d); default: keep."
@@ -114,7 +124,7 @@ async def relay_command(
     from ..relay import run_relay
 
     if metrics_port is not None:
-        _serve_metrics(metrics_port)
+        _serve_metrics(metrics_host, metrics_port)
     report = await run_relay(
         url,
         sink,
@@ -123,11 +133,14 @@ async def relay_command(
         batch_size=batch_size,
         max_attempts=max_attempts,
         retention=parse_duration(retention, "--retention"),
+        source=source,
     )
+    # With the events on stdout, the report goes to stderr: stdout stays pure JSON lines.
+    events_on_stdout = sink.split("://", 1)[0].lower() == "stdout"
     if as_json:
-        print_json(report)
+        print_json(report, file=sys.stderr if events_on_stdout else sys.stdout)
     else:
-        console.print(
+        (error_console if events_on_stdout else console).print(
             f"relay stopped: {report.delivered} delivered, {report.retried} retried, "
             f"{report.dead} dead-lettered",
             markup=False,
@@ -140,15 +153,16 @@ async def relay_command(
         )
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
     try:
-        start_http_server(port, addr="127.0.0.1")
-    except OSError as exc:
+        start_http_server(port, addr=host)
+    except (OSError, UnicodeError) as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise fail(
-            f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror or exc}; "
-            "choose another --metrics-port"
+            f"cannot serve metrics on {where}: {getattr(exc, 'strerror', None) or exc}; "
+            "choose another --metrics-port or --metrics-host"
         ) from None
 
 

@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 from .._url import mask_url
 from .._validation import check_count
 from ..errors import InvalidInput, RunStateError, StoreUnavailable
+from ..sinks.base import BaseSink
+from ..sinks.cloudevents import check_source, store_source
 from ..store import OutboxStore, Sink
 from ..types import DeliveryOutcome, DeliveryStatus, OutboxRecord, utc_now
 from .metrics import RelayMetrics, default_metrics
@@ -105,6 +107,10 @@ class Relay:
     schedules a retry with exponential backoff and full jitter for a run's first failed record
     (dead-lettering it after ``max_attempts`` or on a permanent error) and releases the run's
     later records, so a failing record holds back only its own run.
+
+    The CloudEvents ``source`` of a built-in sink is the sink's own ``source`` option, else
+    ``source`` here, else ``runstate://<store id>`` (``OutboxStore.store_id``): stable for a
+    store and distinct between stores, so ``source`` + ``id`` never clash across deployments.
     """
 
     def __init__(
@@ -126,8 +132,10 @@ class Relay:
         purge_batch: int = 1000,
         metrics: RelayMetrics | None = None,
         rng: random.Random | None = None,
+        source: str | None = None,
     ) -> None:
         _check_settings(workers, batch_size, max_attempts, lease_seconds, poll_interval)
+        self.source = check_source(source)
         self.store = store
         self.sink = sink
         self.workers = workers
@@ -169,6 +177,9 @@ class Relay:
     async def _run(self, *, forever: bool) -> RelayReport:
         self._stopping = asyncio.Event()
         self._counts = _Counts()
+        await self._give_sink_its_source()
+        # Scrapes read the backlog fresh (at most 1 s old), not the stats loop's last look.
+        self.metrics.watch_backlog(asyncio.get_running_loop(), self._update_stats)
         logger.info(
             "relay %s started: sink %s, %d worker(s), batch %d%s",
             self.owner,
@@ -198,6 +209,8 @@ class Relay:
             # callers and the CLI report one reason.
             failure = first_failure(group)
             raise failure from failure.__cause__
+        finally:
+            self.metrics.unwatch_backlog(self._update_stats)
         await self._update_stats()
         report = self._counts.report()
         logger.info(
@@ -209,6 +222,10 @@ class Relay:
             report.released,
         )
         return report
+
+    async def _give_sink_its_source(self) -> None:
+        if isinstance(self.sink, BaseSink) and self.sink.source is None:
+            self.sink.source = self.source or store_source(await self.store.store_id())
 
     async def _worker(self, owner: str, *, forever: bool) -> None:
         failures = 0

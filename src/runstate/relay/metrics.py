@@ -7,21 +7,34 @@ to a ``prometheus_client`` registry. Exported names:
 ``runstate_relay_publish_seconds`` (histogram of one batch publish, by ``sink``), and the gauges
 ``runstate_outbox_pending``, ``runstate_outbox_in_flight``, ``runstate_outbox_dead``,
 ``runstate_outbox_oldest_pending_age_seconds``.
+
+The backlog gauges are read at scrape time: while a relay runs, a scrape finding them older
+than ``BACKLOG_MAX_AGE`` has the relay's loop read ``outbox_stats`` first, so what Prometheus
+sees is at most a second old, however long the relay's own stats interval is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import prometheus_client
+from prometheus_client.core import GaugeMetricFamily
 
 _SAMPLES_KEPT = 2048
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: The oldest backlog a scrape reports while a relay runs, in seconds.
+BACKLOG_MAX_AGE = 1.0
+# How long a scrape waits for the relay's loop to read the backlog before reporting the last.
+_REFRESH_TIMEOUT = 5.0
+
+BacklogRefresh = Callable[[], Coroutine[Any, Any, None]]
 
 
 def _empty_counts() -> dict[str, int]:
@@ -62,9 +75,14 @@ class RelayMetrics:
         self._publish_sum = 0.0
         self._samples: deque[float] = deque(maxlen=_SAMPLES_KEPT)
         self._backlog: tuple[int, int, int, float | None] | None = None
+        self._backlog_at = float("-inf")
+        self._watch: tuple[asyncio.AbstractEventLoop, BacklogRefresh] | None = None
+        self._refresh_lock = threading.Lock()
         self._prom: dict[str, Any] | None = None
         if export:
             self._prom = _register(registry)
+            target = prometheus_client.REGISTRY if registry is None else registry
+            target.register(_BacklogCollector(self))
 
     def record_delivered(self, sink: str, count: int) -> None:
         """Count records the sink acknowledged."""
@@ -93,11 +111,42 @@ class RelayMetrics:
         """Record the outbox backlog as last seen by ``outbox_stats``."""
         with self._lock:
             self._backlog = (pending, in_flight, dead, oldest_age_seconds)
-        if self._prom is not None:
-            self._prom["pending"].set(pending)
-            self._prom["in_flight"].set(in_flight)
-            self._prom["dead"].set(dead)
-            self._prom["oldest_age"].set(oldest_age_seconds or 0.0)
+            self._backlog_at = time.monotonic()
+
+    def watch_backlog(self, loop: asyncio.AbstractEventLoop, refresh: BacklogRefresh) -> None:
+        """Have scrapes run ``refresh()`` on ``loop`` when the backlog is more than
+        ``BACKLOG_MAX_AGE`` old (it calls ``set_backlog``); the relay does this while it runs."""
+        with self._lock:
+            self._watch = (loop, refresh)
+
+    def unwatch_backlog(self, refresh: BacklogRefresh) -> None:
+        """Stop refreshing through ``refresh`` (if it is still the one watched)."""
+        with self._lock:
+            if self._watch is not None and self._watch[1] == refresh:
+                self._watch = None
+
+    def refresh_backlog(self) -> None:
+        """Bring the backlog up to date for a scrape (called on the scraping thread)."""
+        # Concurrent scrapes: one reads the store, the others then find the result fresh.
+        with self._refresh_lock:
+            with self._lock:
+                watch = self._watch
+                fresh = time.monotonic() - self._backlog_at <= BACKLOG_MAX_AGE
+            if watch is None or fresh:
+                return
+            loop, refresh = watch
+            if loop.is_closed() or _running_loop() is loop:
+                return  # a scrape on the relay's own loop cannot wait for it: the last values
+            future = asyncio.run_coroutine_threadsafe(refresh(), loop)
+            try:
+                future.result(timeout=_REFRESH_TIMEOUT)
+            except Exception:
+                future.cancel()  # the store is slow or down: the scrape shows the last values
+
+    def backlog(self) -> tuple[int, int, int, float | None] | None:
+        """The last backlog recorded: pending, in flight, dead, oldest pending age; or None."""
+        with self._lock:
+            return self._backlog
 
     def snapshot(self) -> MetricsSnapshot:
         """Return a copy of the current values."""
@@ -125,6 +174,39 @@ class RelayMetrics:
             counts[sink] = counts.get(sink, 0) + count
         if self._prom is not None:
             self._prom[name].labels(sink=sink).inc(count)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _BacklogCollector:
+    """The backlog gauges, read when Prometheus collects (0 until a backlog was recorded)."""
+
+    _GAUGES = (
+        ("runstate_outbox_pending", "Outbox records waiting"),
+        ("runstate_outbox_in_flight", "Outbox records leased to a relay"),
+        ("runstate_outbox_dead", "Dead-lettered outbox records"),
+        ("runstate_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered record"),
+    )
+
+    def __init__(self, metrics: RelayMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges' names, for the registry's duplicate check (no store read)."""
+        for name, documentation in self._GAUGES:
+            yield GaugeMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges with the backlog refreshed first, when a relay is running."""
+        self._metrics.refresh_backlog()
+        backlog = self._metrics.backlog() or (0, 0, 0, None)
+        for (name, documentation), value in zip(self._GAUGES, backlog, strict=True):
+            yield GaugeMetricFamily(name, documentation, value=float(value or 0.0))
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -164,16 +246,6 @@ def _register(registry: Any) -> dict[str, Any]:
             "Time to publish one batch",
             ["sink"],
             buckets=_LATENCY_BUCKETS,
-            registry=target,
-        ),
-        "pending": p.Gauge("runstate_outbox_pending", "Outbox records waiting", registry=target),
-        "in_flight": p.Gauge(
-            "runstate_outbox_in_flight", "Outbox records leased to a relay", registry=target
-        ),
-        "dead": p.Gauge("runstate_outbox_dead", "Dead-lettered outbox records", registry=target),
-        "oldest_age": p.Gauge(
-            "runstate_outbox_oldest_pending_age_seconds",
-            "Age of the oldest undelivered record",
             registry=target,
         ),
     }

@@ -36,13 +36,16 @@ async def run_relay(
     handle_signals: bool = True,
     retention: timedelta | None = None,
     on_start: Callable[[Relay], None] | None = None,
+    source: str | None = None,
 ) -> RelayReport:
     """Open the store and sink, relay (until drained with ``once``, else until SIGTERM/SIGINT).
 
     The first SIGTERM or SIGINT stops gracefully: the batch in flight is finished and leases
     are released. A second one cancels at once (leases are still released). ``on_start`` is
     called with the relay once the store and the sink are open, before it delivers anything
-    (``relay.stop()`` then stops it gracefully, as SIGTERM does).
+    (``relay.stop()`` then stops it gracefully, as SIGTERM does). ``source`` is the
+    CloudEvents source (default: the sink URL's ``source`` option, else ``runstate://<store
+    id>``).
     """
     sink = create_sink(sink_url, **(sink_options or {}))
     async with open_store(store_url, **(store_options or {})) as store:
@@ -61,6 +64,7 @@ async def run_relay(
             backoff_max=backoff_max,
             poll_interval=poll_interval,
             retention=retention,
+            source=source,
         )
         await sink.open()
         try:

@@ -60,6 +60,12 @@ async def stats(ctx: ServerContext, request: Request, _: dict[str, str]) -> Resp
     return json_response(outbox_stats_json(await ctx.outbox.outbox_stats()))
 
 
+async def store_identity(ctx: ServerContext, request: Request, _: dict[str, str]) -> Response:
+    """GET /v1/outbox/store: the store's id (the relay's default CloudEvents source)."""
+    query_params(request, frozenset())
+    return json_response({"store_id": await ctx.outbox.store_id()})
+
+
 async def redrive(ctx: ServerContext, request: Request, _: dict[str, str]) -> Response:
     """POST /v1/outbox/redrive: make dead letters (of one run, or all) deliverable again."""
     raw = await read_json(request, ctx.max_body_bytes, optional=True)
@@ -190,6 +196,16 @@ OPERATIONS = (
             ),
         ),
         errors=("INVALID_INPUT",),
+    ),
+    Operation(
+        operation_id="outboxStoreId",
+        method="GET",
+        path="/v1/outbox/store",
+        scope=Scope.READ,
+        handler=store_identity,
+        summary="The store's id, made with the store: the relay's default CloudEvents source",
+        tag="outbox",
+        ok="StoreIdentity",
     ),
     _admin(
         "outboxRedrive",

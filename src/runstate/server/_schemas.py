@@ -348,6 +348,7 @@ def _outbox_schemas() -> dict[str, Schema]:
         ),
         "RedriveInput": _object({"run_id": _OPTIONAL_ID}),
         "RedriveResult": _object({"redriven": _COUNT}, ("redriven",)),
+        "StoreIdentity": _object({"store_id": {"type": "string", "minLength": 1}}, ("store_id",)),
         "PurgeInput": _object(
             {"older_than": _TIME, "limit": {"type": "integer", "minimum": 1}}, ("older_than",)
         ),

@@ -17,6 +17,7 @@ from .._url import mask_url
 from ..errors import InvalidInput, PermanentDeliveryError, SinkError
 from ..store import Sink
 from ..types import MAX_DELIVERY_ERROR_LENGTH, DeliveryOutcome, DeliveryStatus, OutboxRecord
+from .cloudevents import SOURCE
 
 __all__ = [
     "MAX_ERROR_LENGTH",
@@ -44,6 +45,13 @@ class BaseSink:
 
     name: str = "sink"
     _url: str = ""
+    source: str | None = None
+    """The CloudEvents ``source`` this sink sends; when None the relay sets its store's."""
+
+    @property
+    def event_source(self) -> str:
+        """The ``source`` to put in each CloudEvent: the configured one, else ``SOURCE``."""
+        return self.source or SOURCE
 
     async def open(self) -> None:
         """Prepare connections; nothing by default."""

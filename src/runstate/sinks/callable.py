@@ -7,7 +7,7 @@ from typing import Any
 
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, publish_per_run
-from .cloudevents import to_cloudevent
+from .cloudevents import check_source, to_cloudevent
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[object]]
 
@@ -20,8 +20,16 @@ class CallableSink(BaseSink):
     events be handled concurrently (one run's events never are).
     """
 
-    def __init__(self, handler: EventHandler, *, concurrency: int = 1, name: str = "callable"):
+    def __init__(
+        self,
+        handler: EventHandler,
+        *,
+        concurrency: int = 1,
+        name: str = "callable",
+        source: str | None = None,
+    ):
         self._handler = handler
+        self.source = check_source(source)
         self._concurrency = concurrency
         self.name = name
 
@@ -29,6 +37,6 @@ class CallableSink(BaseSink):
         """Call the handler for every record of the batch."""
 
         async def one(record: OutboxRecord) -> None:
-            await self._handler(to_cloudevent(record))
+            await self._handler(to_cloudevent(record, self.event_source))
 
         return await publish_per_run(self, batch, one, concurrency=self._concurrency)

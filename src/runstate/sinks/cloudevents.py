@@ -1,4 +1,10 @@
-"""CloudEvents 1.0 structured-mode envelopes for outbox records: what every sink sends."""
+"""CloudEvents 1.0 structured-mode envelopes for outbox records: what every sink sends.
+
+``source`` names the deployment: CloudEvents requires ``source`` + ``id`` to be unique, and
+the id (``<run_id>:<seq>``) repeats across stores, so the relay gives each sink the source of
+its store (``store_source``) unless one is configured. ``SOURCE`` is only the fallback of a
+sink used outside a relay with no source of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import InvalidInput
 from ..types import OutboxRecord
 
 SPEC_VERSION = "1.0"
 SOURCE = "runstate"
+STORE_SOURCE_PREFIX = "runstate://"
+MAX_SOURCE_LENGTH = 1024
 CONTENT_TYPE = "application/cloudevents+json"
 DATA_CONTENT_TYPE = "application/json"
 
@@ -20,13 +29,37 @@ def format_time(value: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
-def to_cloudevent(record: OutboxRecord) -> dict[str, Any]:
+def store_source(store_id: str) -> str:
+    """The default ``source`` of a store's events: ``runstate://<store id>``."""
+    return STORE_SOURCE_PREFIX + store_id
+
+
+def check_source(value: object) -> str | None:
+    """Validate a configured ``source``: a non-empty URI reference without spaces, or None."""
+    if value is None:
+        return None
+    if (
+        type(value) is not str
+        or not value
+        or len(value) > MAX_SOURCE_LENGTH
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        raise InvalidInput(
+            f"must be a non-empty URI reference of at most {MAX_SOURCE_LENGTH} characters "
+            "without spaces, e.g. runstate://billing-eu",
+            field="source",
+        )
+    return value
+
+
+def to_cloudevent(record: OutboxRecord, source: str = SOURCE) -> dict[str, Any]:
     """Build the CloudEvents 1.0 JSON object for one outbox record."""
     event = record.event
     return {
         "specversion": SPEC_VERSION,
         "id": record.message_id,
-        "source": SOURCE,
+        "source": source,
         "type": event.type,
         "subject": event.run_id,
         "time": format_time(event.recorded_at),
@@ -43,6 +76,6 @@ def dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def encode_cloudevent(record: OutboxRecord) -> bytes:
+def encode_cloudevent(record: OutboxRecord, source: str = SOURCE) -> bytes:
     """Return the compact JSON bytes of the record's CloudEvent."""
-    return dumps(to_cloudevent(record))
+    return dumps(to_cloudevent(record, source))

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import InvalidInput
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, sink_options
-from .cloudevents import encode_cloudevent
+from .cloudevents import check_source, encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.files")
 
@@ -22,8 +22,11 @@ logger = logging.getLogger("runstate.relay.sinks.files")
 class FileSink(BaseSink):
     """Append one CloudEvent per line to a file; every batch is flushed and fsynced."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, fsync: bool = True, source: str | None = None
+    ) -> None:
         self.path = Path(path)
+        self.source = check_source(source)
         self._fsync = fsync
         self._file: IO[bytes] | None = None
         self.name = f"file://{self.path}"
@@ -31,13 +34,13 @@ class FileSink(BaseSink):
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> FileSink:
         """Build from ``file:///absolute/path.jsonl`` (``file://./relative.jsonl`` also works)."""
-        base, merged = sink_options(url, options, {"fsync"})
+        base, merged = sink_options(url, options, {"fsync", "source"})
         parts = urlsplit(base)
         path = unquote(parts.netloc + parts.path)
         if not path:
             raise InvalidInput("file:// sink needs a path, e.g. file:///var/log/runs.jsonl")
         fsync = str(merged.get("fsync", "true")).lower() not in {"0", "false", "no"}
-        return cls(path, fsync=fsync)
+        return cls(path, fsync=fsync, source=merged.get("source"))
 
     async def open(self) -> None:
         """Open the file for appending; a failure is logged and retried on the next batch."""
@@ -62,7 +65,7 @@ class FileSink(BaseSink):
 
     async def publish(self, batch: Sequence[OutboxRecord]) -> list[DeliveryOutcome]:
         """Append the batch and make it durable before reporting it delivered."""
-        data = b"".join(encode_cloudevent(record) + b"\n" for record in batch)
+        data = b"".join(encode_cloudevent(record, self.event_source) + b"\n" for record in batch)
         try:
             await self._ensure_open()
             await asyncio.to_thread(self._write, data)
@@ -91,15 +94,20 @@ class StdoutSink(BaseSink):
 
     name = "stdout://"
 
+    def __init__(self, *, source: str | None = None) -> None:
+        self.source = check_source(source)
+
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> StdoutSink:
-        """Build from ``stdout://``."""
-        sink_options(url, options, set())
-        return cls()
+        """Build from ``stdout://`` (``stdout://?source=...`` sets the CloudEvents source)."""
+        _, merged = sink_options(url, options, {"source"})
+        return cls(source=merged.get("source"))
 
     async def publish(self, batch: Sequence[OutboxRecord]) -> list[DeliveryOutcome]:
         """Print the batch, one JSON object per line, and flush."""
-        text = "".join(encode_cloudevent(record).decode() + "\n" for record in batch)
+        text = "".join(
+            encode_cloudevent(record, self.event_source).decode() + "\n" for record in batch
+        )
         try:
             # Looked up per call so redirections made after the sink was built are honoured.
             sys.stdout.write(text)

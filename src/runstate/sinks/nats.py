@@ -25,7 +25,7 @@ from .base import (
     sink_options,
     subject_wildcard,
 )
-from .cloudevents import encode_cloudevent
+from .cloudevents import check_source, encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.nats")
 
@@ -53,8 +53,10 @@ class NatsSink(BaseSink):
         duplicate_window: float = 120.0,
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        source: str | None = None,
     ) -> None:
         self._url = servers
+        self.source = check_source(source)
         self.name = mask_url(servers, servers)
         self.subject = subject
         self.stream = stream
@@ -76,6 +78,7 @@ class NatsSink(BaseSink):
             "duplicate_window",
             "timeout",
             "connect_timeout",
+            "source",
         }
         base, merged = sink_options(url, options, known)
         create = str(merged.get("create_stream", "true")).lower() not in {"0", "false", "no"}
@@ -87,6 +90,7 @@ class NatsSink(BaseSink):
             duplicate_window=option_float(merged, "duplicate_window", 120.0),
             timeout=option_float(merged, "timeout", 5.0),
             connect_timeout=option_float(merged, "connect_timeout", 2.0),
+            source=merged.get("source"),
         )
 
     async def open(self) -> None:
@@ -182,7 +186,7 @@ class NatsSink(BaseSink):
             try:
                 future = await js.publish_async(
                     render_subject(self.subject, record),
-                    encode_cloudevent(record),
+                    encode_cloudevent(record, self.event_source),
                     # No stall timeout: asyncio.wait_for would cost a task per message, and the
                     # ack wait below cancels stuck futures, which frees their slots.
                     wait_stall=None,

@@ -20,7 +20,7 @@ from .base import (
     render_subject,
     sink_options,
 )
-from .cloudevents import CONTENT_TYPE, encode_cloudevent
+from .cloudevents import CONTENT_TYPE, check_source, encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.rabbitmq")
 
@@ -47,8 +47,10 @@ class RabbitMQSink(BaseSink):
         declare: bool = True,
         mandatory: bool = False,
         timeout: float = 10.0,
+        source: str | None = None,
     ) -> None:
         self._url = url
+        self.source = check_source(source)
         self.name = mask_url(url, url)
         self.exchange_name = exchange
         self.exchange_type = aio_pika.ExchangeType(exchange_type)
@@ -63,7 +65,15 @@ class RabbitMQSink(BaseSink):
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> RabbitMQSink:
         """Build from ``amqp://user:pass@host:5672/vhost?exchange=E&routing_key=K``."""
-        known = {"exchange", "exchange_type", "routing_key", "declare", "mandatory", "timeout"}
+        known = {
+            "exchange",
+            "exchange_type",
+            "routing_key",
+            "declare",
+            "mandatory",
+            "timeout",
+            "source",
+        }
         base, merged = sink_options(url, options, known)
         return cls(
             base,
@@ -73,6 +83,7 @@ class RabbitMQSink(BaseSink):
             declare=str(merged.get("declare", "true")).lower() in _TRUE,
             mandatory=str(merged.get("mandatory", "false")).lower() in _TRUE,
             timeout=option_float(merged, "timeout", 10.0),
+            source=merged.get("source"),
         )
 
     async def open(self) -> None:
@@ -122,7 +133,7 @@ class RabbitMQSink(BaseSink):
         async def one(record: OutboxRecord) -> None:
             event = record.event
             message = aio_pika.Message(
-                encode_cloudevent(record),
+                encode_cloudevent(record, self.event_source),
                 content_type=CONTENT_TYPE,
                 content_encoding="utf-8",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

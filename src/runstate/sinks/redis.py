@@ -12,7 +12,7 @@ import redis.exceptions
 from .._url import mask_url
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, option_float, option_int, render_subject, sink_options
-from .cloudevents import encode_cloudevent
+from .cloudevents import check_source, encode_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.redis")
 
@@ -35,8 +35,10 @@ class RedisStreamSink(BaseSink):
         stream: str = DEFAULT_STREAM,
         maxlen: int | None = None,
         timeout: float = 5.0,
+        source: str | None = None,
     ) -> None:
         self._url = url
+        self.source = check_source(source)
         self.name = mask_url(url, url)
         self.stream = stream
         self.maxlen = maxlen
@@ -46,12 +48,13 @@ class RedisStreamSink(BaseSink):
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> RedisStreamSink:
         """Build from ``redis://[:pass@]host:6379/0?stream=S&maxlen=N``."""
-        base, merged = sink_options(url, options, {"stream", "maxlen", "timeout"})
+        base, merged = sink_options(url, options, {"stream", "maxlen", "timeout", "source"})
         return cls(
             base,
             stream=str(merged.get("stream") or DEFAULT_STREAM),
             maxlen=option_int(merged, "maxlen", None),
             timeout=option_float(merged, "timeout", 5.0),
+            source=merged.get("source"),
         )
 
     async def open(self) -> None:
@@ -84,7 +87,7 @@ class RedisStreamSink(BaseSink):
                             "subject": event.run_id,
                             "type": event.type,
                             "seq": event.seq,
-                            "data": encode_cloudevent(record),
+                            "data": encode_cloudevent(record, self.event_source),
                         },
                         maxlen=self.maxlen,
                         approximate=True,

@@ -1,7 +1,18 @@
-"""Webhook sink: CloudEvents over HTTP POST, signed with HMAC-SHA256, one run at a time."""
+"""Webhook sink: CloudEvents over HTTP POST, signed per Standard Webhooks, one run at a time.
+
+Signing (with a secret): by default the Standard Webhooks scheme, which every language has a
+verifier for: ``webhook-id`` (the CloudEvent id), ``webhook-timestamp`` (unix seconds) and
+``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``, one ``v1,`` signature
+per secret, space separated, so a consumer can rotate secrets. ``whsec_<base64>`` secrets are
+decoded; any other secret is used as its UTF-8 bytes. ``signature=x-runstate-signature``
+selects the scheme of earlier versions instead (``X-Runstate-Signature: t=..,sha256=<hex>``,
+checked by ``verify_signature``).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -26,29 +37,91 @@ from .base import (
     option_int,
     publish_per_run,
 )
-from .cloudevents import (
-    CONTENT_TYPE,
-    DATA_CONTENT_TYPE,
-    SOURCE,
-    SPEC_VERSION,
-    dumps,
-    to_cloudevent,
-)
+from .cloudevents import CONTENT_TYPE, DATA_CONTENT_TYPE, check_source, dumps, to_cloudevent
 
 logger = logging.getLogger("runstate.relay.sinks.webhook")
 
 SECRET_ENV_VAR = "RUNSTATE_WEBHOOK_SECRET"
 SIGNATURE_HEADER = "X-Runstate-Signature"
+STANDARD_WEBHOOKS = "standard-webhooks"
+X_RUNSTATE_SIGNATURE = "x-runstate-signature"
+SIGNATURE_SCHEMES = (STANDARD_WEBHOOKS, X_RUNSTATE_SIGNATURE)
+SECRET_PREFIX = "whsec_"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-_OPTIONS = {"mode", "timeout", "concurrency"}
+_OPTIONS = {"mode", "timeout", "concurrency", "signature", "source"}
 # CloudEvents HTTP binding: header values percent-encode space, '"', '%' and non-printables.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 
 
-def sign(secret: str | bytes, body: bytes, *, timestamp: int | None = None) -> str:
-    """Return the signature header value ``t=<unix seconds>,sha256=<hex HMAC>`` for ``body``."""
+Secret = str | bytes
+Secrets = Secret | Sequence[Secret]
+
+
+def parse_secrets(value: Secrets | None) -> tuple[Secret, ...]:
+    """The secrets in ``value``: a string holds one or several, separated by whitespace.
+
+    Bytes are one raw secret; a sequence holds one secret per item. Nothing is echoed in
+    errors: secrets never appear in logs or messages.
+    """
+    if value is None:
+        return ()
+    items = (
+        value.split()
+        if isinstance(value, str)
+        else [value]
+        if isinstance(value, bytes)
+        else list(value)
+    )
+    secrets: list[Secret] = []
+    for item in items:
+        if not isinstance(item, (str, bytes)) or not item:
+            raise InvalidInput("each webhook secret must be a non-empty string", field="secret")
+        signing_key(item)  # a malformed whsec_ secret is refused now, not at the first send
+        secrets.append(item)
+    return tuple(secrets)
+
+
+def signing_key(secret: Secret) -> bytes:
+    """The Standard Webhooks HMAC key of a secret: ``whsec_`` base64 decoded, else its bytes."""
+    if isinstance(secret, bytes):
+        return secret
+    if secret.startswith(SECRET_PREFIX):
+        encoded = secret.removeprefix(SECRET_PREFIX)
+        try:
+            # Padding is optional, as in the Standard Webhooks verifiers.
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not key:
+            raise InvalidInput(
+                "a whsec_ webhook secret must be base64 after the prefix", field="secret"
+            )
+        return key
+    return secret.encode()
+
+
+def sign_standard(
+    secrets: Secrets, message_id: str, body: bytes, *, timestamp: int | None = None
+) -> tuple[int, str]:
+    """Return ``(timestamp, webhook-signature value)``: one ``v1,<base64>`` per secret."""
     stamp = int(time.time()) if timestamp is None else timestamp
-    return f"t={stamp},sha256={_digest(secret, stamp, body)}"
+    signed = f"{message_id}.{stamp}.".encode() + body
+    signatures = [
+        "v1," + base64.b64encode(hmac.new(signing_key(s), signed, hashlib.sha256).digest()).decode()
+        for s in parse_secrets(secrets)
+    ]
+    return stamp, " ".join(signatures)
+
+
+def sign(secret: Secrets, body: bytes, *, timestamp: int | None = None) -> str:
+    """Return the ``X-Runstate-Signature`` value ``t=<unix seconds>,sha256=<hex HMAC>,...``.
+
+    The scheme of earlier versions (``signature=x-runstate-signature``): one ``sha256=`` per
+    secret, each keyed by the secret's literal UTF-8 bytes.
+    """
+    stamp = int(time.time()) if timestamp is None else timestamp
+    digests = ",".join(f"sha256={_digest(s, stamp, body)}" for s in parse_secrets(secret))
+    return f"t={stamp},{digests}"
 
 
 def verify_signature(
@@ -59,18 +132,21 @@ def verify_signature(
     tolerance: float = 300.0,
     now: float | None = None,
 ) -> bool:
-    """Check a ``X-Runstate-Signature`` header: right HMAC and a timestamp within tolerance."""
+    """Check a ``X-Runstate-Signature`` header: an HMAC of ``secret`` matches (any one of
+    its ``sha256=`` values, for rotation) and the timestamp is within tolerance."""
     if not header:
         return False
-    fields = dict(part.strip().partition("=")[::2] for part in header.split(","))
+    fields = [part.strip().partition("=")[::2] for part in header.split(",")]
+    stamps = [value for key, value in fields if key == "t"]
     try:
-        stamp = int(fields.get("t", ""))
+        stamp = int(stamps[0]) if len(stamps) == 1 else None
     except ValueError:
         return False
     current = time.time() if now is None else now
-    if abs(current - stamp) > tolerance:
+    if stamp is None or abs(current - stamp) > tolerance:
         return False
-    return hmac.compare_digest(fields.get("sha256", ""), _digest(secret, stamp, body))
+    expected = _digest(secret, stamp, body)
+    return any(hmac.compare_digest(v, expected) for k, v in fields if k == "sha256")
 
 
 def _digest(secret: str | bytes, stamp: int, body: bytes) -> str:
@@ -85,29 +161,43 @@ class WebhookSink(BaseSink):
     408, 425, 429, 5xx and network errors are retried (``Retry-After`` is honoured as a lower
     bound); any other status dead-letters the record. ``mode`` is ``structured`` (the default:
     the CloudEvent is the JSON body) or ``binary`` (``ce-*`` headers, the payload is the body).
-    ``ce-id`` and ``Idempotency-Key`` carry the id. With a secret (option ``secret`` or
-    ``$RUNSTATE_WEBHOOK_SECRET``) every request is signed; see ``verify_signature``. Sink
-    options can also be given in the URL fragment (never sent), e.g. ``https://h/p#mode=binary``.
+    Structured requests carry no ``ce-*`` header (CloudEvents SDKs would read them as binary
+    mode); ``Idempotency-Key`` (and ``ce-id`` in binary mode) carry the id. With a secret
+    (option ``secret``, or ``$RUNSTATE_WEBHOOK_SECRET``; several separated by whitespace)
+    every request is signed, per Standard Webhooks unless ``signature`` is
+    ``x-runstate-signature`` (see the module docstring). Options other than the secret can
+    also be given in the URL fragment (never sent), e.g. ``https://h/p#mode=binary``.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        secret: str | bytes | None = None,
+        secret: Secrets | None = None,
         mode: str = "structured",
         timeout: float = 10.0,
         concurrency: int = 4,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        signature: str = STANDARD_WEBHOOKS,
+        source: str | None = None,
     ) -> None:
         if mode not in {"structured", "binary"}:
             raise InvalidInput(f"must be 'structured' or 'binary', got {mode!r}", field="mode")
+        if signature not in SIGNATURE_SCHEMES:
+            raise InvalidInput(
+                f"must be one of {', '.join(SIGNATURE_SCHEMES)}, got {signature!r}",
+                field="signature",
+            )
         self._url = url
         parts = urlsplit(url)
         self.name = mask_url(urlunsplit(parts._replace(query="", fragment="")))
         self._query_values = [v for _, v in parse_qsl(parts.query) if len(v) >= 4]
-        self._secret = secret if secret is not None else os.environ.get(SECRET_ENV_VAR) or None
+        self._secrets = parse_secrets(
+            secret if secret is not None else os.environ.get(SECRET_ENV_VAR) or None
+        )
+        self.signature = signature
+        self.source = check_source(source)
         self.mode = mode
         self._timeout = timeout
         self._concurrency = concurrency
@@ -138,6 +228,8 @@ class WebhookSink(BaseSink):
             concurrency=option_int(merged, "concurrency", 4) or 4,
             headers=merged.get("headers"),
             transport=merged.get("transport"),
+            signature=str(merged.get("signature", STANDARD_WEBHOOKS)),
+            source=merged.get("source"),
         )
 
     async def open(self) -> None:
@@ -162,7 +254,7 @@ class WebhookSink(BaseSink):
 
     def build_request(self, record: OutboxRecord) -> tuple[bytes, dict[str, str]]:
         """Return the body and headers to POST for one record."""
-        envelope = to_cloudevent(record)
+        envelope = to_cloudevent(record, self.event_source)
         message_id = quote(record.message_id, safe=_HEADER_SAFE)
         headers = {**self._headers, "Idempotency-Key": message_id}
         if self.mode == "binary":
@@ -173,11 +265,16 @@ class WebhookSink(BaseSink):
         else:
             body = dumps(envelope)
             headers["Content-Type"] = CONTENT_TYPE
-            headers["ce-id"] = message_id
-            headers["ce-specversion"] = SPEC_VERSION
-            headers["ce-source"] = SOURCE
-        if self._secret:
-            headers[SIGNATURE_HEADER] = sign(self._secret, body)
+        if not self._secrets:
+            return body, headers
+        if self.signature == X_RUNSTATE_SIGNATURE:
+            headers[SIGNATURE_HEADER] = sign(self._secrets, body)
+        else:
+            # Signed over the header value as sent, which is what verifiers read back.
+            stamp, signatures = sign_standard(self._secrets, message_id, body)
+            headers["webhook-id"] = message_id
+            headers["webhook-timestamp"] = str(stamp)
+            headers["webhook-signature"] = signatures
         return body, headers
 
     async def publish(self, batch: Sequence[OutboxRecord]) -> list[DeliveryOutcome]:

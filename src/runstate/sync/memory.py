@@ -410,6 +410,11 @@ class MemoryStore(SyncStoreBase):
                 data.wake_waiters()
             return count
 
+    def store_id(self) -> str:
+        """Return this store's id, made with its data (handles of one name share it)."""
+        self._check_open()
+        return self._data.store_id
+
     def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()

@@ -55,6 +55,7 @@ from runstate.adapters.sqlite._outbox import (
     mark_delivered,
     mark_failed,
     purge,
+    read_store_id,
     redrive,
     release,
     stats,
@@ -284,6 +285,11 @@ class SQLiteStore(SyncStoreBase):
         self._check_open()
         summary: OutboxStats = self._reader.call(read, stats)
         return summary
+
+    def store_id(self) -> str:
+        """Return the id generated when this database's schema was created."""
+        self._check_open()
+        return str(self._reader.call(read_store_id))
 
     def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds.

@@ -408,6 +408,15 @@ class HttpStore(StoreBase):
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         return outbox_stats_from_json(await self._call("GET", "/v1/outbox"))
 
+    async def store_id(self) -> str:
+        """Return the id of the server's store."""
+        self._check_open()
+        body = await self._call("GET", "/v1/outbox/store")
+        store_id = body.get("store_id") if isinstance(body, dict) else None
+        if type(store_id) is not str or not store_id:
+            raise StoreUnavailable("the server sent no store id", retryable=False)
+        return store_id
+
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
         self._check_open()

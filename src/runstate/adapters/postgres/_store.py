@@ -434,6 +434,12 @@ class PostgresStore(StoreBase, RunQueries):
         (row,) = await self._read("outbox_stats", self._q["stats"])
         return stats_from_row(row)
 
+    async def store_id(self) -> str:
+        """Return the id generated when this store's schema was created."""
+        self._check_open()
+        (row,) = await self._read("store_id", self._q["store_id"])
+        return str(row[0])
+
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
         self._check_open()

@@ -134,6 +134,11 @@ def redrive(connection: sqlite3.Connection, run_id: str | None) -> int:
     return connection.execute(Q["outbox_redrive_run"], (run_id,)).rowcount
 
 
+def read_store_id(connection: sqlite3.Connection) -> str:
+    """The id generated when the database's schema was created."""
+    return str(connection.execute(Q["store_id"]).fetchone()[0])
+
+
 def stats(connection: sqlite3.Connection) -> OutboxStats:
     """Summarize the outbox (inside ``read``)."""
     now_us = to_us(utc_now())

@@ -64,6 +64,7 @@ from ._outbox import (
     mark_delivered,
     mark_failed,
     purge,
+    read_store_id,
     redrive,
     release,
     stats,
@@ -315,6 +316,11 @@ class SQLiteStore(StoreBase):
         self._check_open()
         summary: OutboxStats = await self._reader.call(read, stats)
         return summary
+
+    async def store_id(self) -> str:
+        """Return the id generated when this database's schema was created."""
+        self._check_open()
+        return str(await self._reader.call(read_store_id))
 
     async def wait_for_outbox(self, timeout: float) -> None:
         """Return when new records may be claimable, or after ``timeout`` seconds.

@@ -220,3 +220,6 @@ CREATE TABLE {schema}.runstate_schema_version (
 
 -- name: record_migration
 INSERT INTO {schema}.runstate_schema_version (version, name) VALUES ($1, $2);
+
+-- name: store_id
+SELECT store_id FROM {schema}.runstate_store;

@@ -521,3 +521,12 @@ BEGIN
 END
 $fn$;
 
+
+-- The store's id, generated once when the schema is created: the relay's default CloudEvents
+-- source is runstate://<store id>.
+CREATE TABLE runstate_store (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    store_id text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO runstate_store (store_id) VALUES (gen_random_uuid()::text);

@@ -216,3 +216,6 @@ SELECT max(version) FROM runstate_schema_version;
 
 -- name: record_migration
 INSERT INTO runstate_schema_version (version, name, applied_at) VALUES (?, ?, ?);
+
+-- name: store_id
+SELECT store_id FROM runstate_store;

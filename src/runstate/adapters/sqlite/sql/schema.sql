@@ -88,3 +88,11 @@ CREATE INDEX runstate_outbox_delivered
 
 -- list_dead_letters: oldest first.
 CREATE INDEX runstate_outbox_dead ON runstate_outbox (outbox_id) WHERE dead = 1;
+
+-- The store's id (a random UUID), generated once when the schema is created: the relay's
+-- default CloudEvents source is runstate://<store id>.
+CREATE TABLE runstate_store (
+    singleton  INTEGER NOT NULL PRIMARY KEY DEFAULT 1 CHECK (singleton = 1),
+    store_id   TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
