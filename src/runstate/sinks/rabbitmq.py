@@ -20,7 +20,7 @@ from .base import (
     render_subject,
     sink_options,
 )
-from .cloudevents import CONTENT_TYPE, encode_cloudevent
+from .cloudevents import CONTENT_TYPE, encode_cloudevent, trace_headers
 
 logger = logging.getLogger("runstate.relay.sinks.rabbitmq")
 
@@ -36,6 +36,8 @@ class RabbitMQSink(BaseSink):
     pipelined on one channel, which the broker processes in order. Unroutable messages are
     dropped by the broker and count as delivered, unless ``mandatory=true`` makes them retry.
     """
+
+    messaging_system = "rabbitmq"
 
     def __init__(
         self,
@@ -74,6 +76,10 @@ class RabbitMQSink(BaseSink):
             mandatory=str(merged.get("mandatory", "false")).lower() in _TRUE,
             timeout=option_float(merged, "timeout", 10.0),
         )
+
+    def trace_destination(self, record: OutboxRecord) -> str:
+        """The exchange (RabbitMQ's destination; the routing key is not part of it)."""
+        return self.exchange_name
 
     async def open(self) -> None:
         """Connect and declare the exchange; a broker that is down is retried later."""
@@ -130,7 +136,11 @@ class RabbitMQSink(BaseSink):
                 timestamp=event.recorded_at,
                 type=event.type,
                 app_id="runstate",
-                headers={"ce_seq": event.seq, "ce_subject": event.run_id},
+                headers={
+                    "ce_seq": event.seq,
+                    "ce_subject": event.run_id,
+                    **trace_headers(record),
+                },
             )
             await exchange.publish(
                 message,

@@ -12,7 +12,7 @@ import redis.exceptions
 from .._url import mask_url
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, option_float, option_int, render_subject, sink_options
-from .cloudevents import encode_cloudevent
+from .cloudevents import encode_cloudevent, trace_headers
 
 logger = logging.getLogger("runstate.relay.sinks.redis")
 
@@ -27,6 +27,8 @@ class RedisStreamSink(BaseSink):
     ``{workflow}``, ``{type}`` or ``{run_id}``. ``maxlen`` trims approximately. Redis keeps no
     message ids, so consumers drop duplicates by ``id`` themselves.
     """
+
+    messaging_system = "redis"
 
     def __init__(
         self,
@@ -54,6 +56,10 @@ class RedisStreamSink(BaseSink):
             timeout=option_float(merged, "timeout", 5.0),
         )
 
+    def trace_destination(self, record: OutboxRecord) -> str:
+        """The stream key the record is appended to."""
+        return render_subject(self.stream, record)
+
     async def open(self) -> None:
         """Create the client; Redis connects lazily, so a server that is down is fine here."""
         if self._client is None:
@@ -77,6 +83,7 @@ class RedisStreamSink(BaseSink):
             async with self._client.pipeline(transaction=False) as pipe:
                 for record in batch:
                     event = record.event
+                    trace: dict[Any, Any] = trace_headers(record)
                     pipe.xadd(
                         render_subject(self.stream, record),
                         {
@@ -85,6 +92,7 @@ class RedisStreamSink(BaseSink):
                             "type": event.type,
                             "seq": event.seq,
                             "data": encode_cloudevent(record),
+                            **trace,
                         },
                         maxlen=self.maxlen,
                         approximate=True,

@@ -33,6 +33,7 @@ from .cloudevents import (
     SPEC_VERSION,
     dumps,
     to_cloudevent,
+    trace_headers,
 )
 
 logger = logging.getLogger("runstate.relay.sinks.webhook")
@@ -89,6 +90,8 @@ class WebhookSink(BaseSink):
     ``$RUNSTATE_WEBHOOK_SECRET``) every request is signed; see ``verify_signature``. Sink
     options can also be given in the URL fragment (never sent), e.g. ``https://h/p#mode=binary``.
     """
+
+    messaging_system = "http"
 
     def __init__(
         self,
@@ -176,6 +179,8 @@ class WebhookSink(BaseSink):
             headers["ce-id"] = message_id
             headers["ce-specversion"] = SPEC_VERSION
             headers["ce-source"] = SOURCE
+        # W3C Trace Context: the trace the event was written under, as HTTP headers.
+        headers.update(trace_headers(record))
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
         return body, headers
