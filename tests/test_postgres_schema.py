@@ -64,7 +64,7 @@ async def test_migrations_and_schema_sql_produce_the_same_catalog(admin: Any) ->
         for part in want:
             assert got[part] == want[part], part
         assert got["columns"]
-        assert len(got["functions"]) == 5
+        assert len(got["functions"]) == 6  # with runstate_event_traces (0011)
     finally:
         await drop_postgres_schema(migrated)
         await drop_postgres_schema(canonical)
@@ -124,6 +124,7 @@ async def test_tables_stay_inside_the_chosen_schema(postgres_url: str, admin: An
             "run_metadata",
             "run_events",
             "run_outbox",
+            "run_event_traces",
             "runstate_schema_version",
             "runstate_outbox_watchers",
         }

@@ -15,12 +15,14 @@ event to its delivery. See docs/tracing.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 try:
+    from opentelemetry import context as _context
     from opentelemetry import trace as _trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -29,6 +31,7 @@ try:
     _propagator: Any = TraceContextTextMapPropagator()
 except ImportError:  # the otel extra is not installed: tracing is off
     _trace = None  # type: ignore[assignment]
+    _context = None  # type: ignore[assignment]
     _propagator = None
 
 from ..errors import RunStateError
@@ -39,6 +42,9 @@ __all__ = [
     "TRACER_NAME",
     "PublishTracer",
     "current_trace_context",
+    "remote_context",
+    "trace_headers",
+    "use_tracer_provider",
     "traced_command",
     "traced_write",
 ]
@@ -54,6 +60,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _tracer: Any = None if _trace is None else _trace.get_tracer(TRACER_NAME)
 
 
+def use_tracer_provider(provider: Any | None) -> None:
+    """Record runstate's spans with ``provider`` instead of the global one (``None``: global).
+
+    For applications (and tests) that keep a tracer provider of their own rather than
+    setting OpenTelemetry's global one. Without OpenTelemetry this does nothing.
+    """
+    global _tracer
+    if _trace is None:
+        return
+    if provider is None:
+        _tracer = _trace.get_tracer(TRACER_NAME)
+    else:
+        _tracer = provider.get_tracer(TRACER_NAME)
+
+
 def current_trace_context() -> tuple[str, str | None] | None:
     """The current span's W3C ``(traceparent, tracestate)``, or ``None`` when there is none."""
     if _trace is None:
@@ -64,6 +85,34 @@ def current_trace_context() -> tuple[str, str | None] | None:
     traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     state = context.trace_state.to_header() if context.trace_state else ""
     return traceparent, state or None
+
+
+def trace_headers() -> dict[str, str]:
+    """The current trace context as W3C ``traceparent``/``tracestate`` request headers."""
+    trace = current_trace_context()
+    if trace is None:
+        return {}
+    traceparent, tracestate = trace
+    return {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
+
+
+@contextlib.contextmanager
+def remote_context(traceparent: str | None, tracestate: str | None = None) -> Iterator[None]:
+    """Make a caller's W3C trace context (request headers) current inside the block.
+
+    A missing or malformed ``traceparent`` changes nothing, as does a missing API.
+    """
+    if _trace is None or not traceparent:
+        yield
+        return
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    token = _context.attach(_propagator.extract(carrier))
+    try:
+        yield
+    finally:
+        _context.detach(token)
 
 
 def _error_type(span: Any, exc: BaseException) -> None:
@@ -79,12 +128,11 @@ def _wrap(
     attributes: Callable[[Any, tuple[Any, ...], dict[str, Any]], Mapping[str, Any]],
     finish: Callable[[Any, Any], None],
 ) -> F:
-    tracer = _tracer
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
         async def traced_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with tracer.start_as_current_span(
+            with _tracer.start_as_current_span(
                 span_name(self), kind=kind, attributes=attributes(self, args, kwargs)
             ) as span:
                 try:
@@ -100,7 +148,7 @@ def _wrap(
 
     @functools.wraps(function)
     def traced_sync(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with tracer.start_as_current_span(
+        with _tracer.start_as_current_span(
             span_name(self), kind=kind, attributes=attributes(self, args, kwargs)
         ) as span:
             try:

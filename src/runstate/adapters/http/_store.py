@@ -31,6 +31,8 @@ from ..._validation import (
     check_wait_timeout,
 )
 from ...errors import InvalidInput, RunNotFound, StoreUnavailable
+from ...tracing import ENABLED as TRACING
+from ...tracing import trace_headers, traced_write
 from ...types import (
     AppendResult,
     FeedPage,
@@ -104,6 +106,8 @@ class HttpStore(StoreBase):
             headers["Authorization"] = f"Bearer {token}"
         self._masked_url = masked_url
         self._timeout = timeout
+        #: The attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {"db.system.name": "runstate", "db.namespace": masked_url}
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -132,13 +136,17 @@ class HttpStore(StoreBase):
         """Send one request; return the decoded JSON answer (None for 204), or raise."""
         self._check_open()
         content = None if body is None else _encode(body)
+        headers = _JSON_HEADERS if content is not None else None
+        if TRACING:
+            # The server stores the caller's trace with what it writes (runstate.tracing).
+            headers = {**(headers or {}), **trace_headers()}
         try:
             response = await self._client.request(
                 method,
                 path,
                 content=content,
                 params=params,
-                headers=_JSON_HEADERS if content is not None else None,
+                headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
             )
         except httpx.TimeoutException:
@@ -169,6 +177,7 @@ class HttpStore(StoreBase):
 
     # -- RunStateStore -----------------------------------------------------------------------
 
+    @traced_write("bootstrap_run_tx")
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
@@ -179,6 +188,7 @@ class HttpStore(StoreBase):
         }
         return append_result_from_json(await self._call("POST", "/v1/runs", body=body))
 
+    @traced_write("append_and_enqueue_tx")
     async def append_and_enqueue_tx(
         self,
         run_id: str,
