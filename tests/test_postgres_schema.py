@@ -124,6 +124,7 @@ async def test_tables_stay_inside_the_chosen_schema(postgres_url: str, admin: An
             "run_metadata",
             "run_events",
             "run_outbox",
+            "run_event_traces",
             "runstate_schema_version",
             "runstate_outbox_watchers",
             "run_summaries",

@@ -176,6 +176,10 @@ class OutboxRecord:
     attempts: int
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    traceparent: str | None = None
+    """The W3C trace context current when the event was written (``None``: not traced)."""
+    tracestate: str | None = None
+    """The W3C ``tracestate`` stored with ``traceparent``, if the trace had one."""
 
     @property
     def message_id(self) -> str:

@@ -90,6 +90,8 @@ class MemoryData:
         # Outbox: every undelivered record by id (= position), and delivery state by id.
         self.undelivered: dict[int, RunEventPersisted] = {}
         self.deliveries: dict[int, Delivery] = {}
+        # The W3C (traceparent, tracestate) current when each traced event was written.
+        self.traces: dict[int, tuple[str, str | None]] = {}
         # Delivered records kept for retention: (delivered at, outbox id), oldest first.
         self.delivered_log: deque[tuple[datetime, int]] = deque()
         self.waiters = OutboxWaiters()

@@ -36,6 +36,7 @@ from .._validation import (
     parse_position_cursor,
 )
 from ..errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from ..tracing import current_trace_context, traced_write
 from ..types import (
     AppendResult,
     DeadLetter,
@@ -108,10 +109,15 @@ class MemoryStore(StoreBase):
         self._data = MemoryData() if name is None else shared_data(name)
         self._runs = self._data.runs
         self._lock = self._data.lock
+        #: The database attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {"db.system.name": "memory"}
+        if name:
+            self.trace_attributes["db.namespace"] = name
 
     async def _close(self) -> None:
         """Nothing to release: the data goes when no handle references it."""
 
+    @traced_write("bootstrap_run_tx")
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
@@ -123,6 +129,7 @@ class MemoryStore(StoreBase):
                 raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
             return self._append(run_id, RunData(_copy_metadata(checked_metadata)), checked_events)
 
+    @traced_write("append_and_enqueue_tx")
     async def append_and_enqueue_tx(
         self,
         run_id: str,
@@ -192,6 +199,11 @@ class MemoryStore(StoreBase):
         run.pending.extend(stored)
         for persisted in stored:
             data.undelivered[persisted.position] = persisted
+        trace = current_trace_context()
+        if trace is not None:
+            # Stored with the events, as the SQL stores do: the relay sends it on.
+            for persisted in stored:
+                data.traces[persisted.position] = trace
         if stored:
             data.wake_waiters()
         return result
@@ -324,6 +336,7 @@ class MemoryStore(StoreBase):
                         break
                     delivery.lease_owner = owner
                     delivery.lease_expires_at = expires
+                    traceparent, tracestate = data.traces.get(event.position, (None, None))
                     claimed.append(
                         OutboxRecord(
                             outbox_id=event.position,
@@ -332,6 +345,8 @@ class MemoryStore(StoreBase):
                             attempts=delivery.attempts,
                             lease_owner=owner,
                             lease_expires_at=expires,
+                            traceparent=traceparent,
+                            tracestate=tracestate,
                         )
                     )
             return claimed

@@ -26,6 +26,7 @@ from ..errors import (
     RunNotFound,
 )
 from ..store import RunStateStore
+from ..tracing import traced_command
 from ..types import (
     JSON,
     RunBootstrapInput,
@@ -115,6 +116,7 @@ class RunEngine:
 
     # -- creation ----------------------------------------------------------------------------
 
+    @traced_command("create_run")
     async def create_run(
         self,
         metadata: RunMetadata,
@@ -193,24 +195,28 @@ class RunEngine:
 
     # -- commands ------------------------------------------------------------------------------
 
+    @traced_command("start")
     async def start(
         self, run_id: str, *, worker: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
         """QUEUED -> RUNNING."""
         return await self._command(run_id, RUN_STARTED, {"worker": worker}, idempotency_key)
 
+    @traced_command("pause")
     async def pause(
         self, run_id: str, *, reason: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
         """RUNNING -> PAUSED."""
         return await self._command(run_id, RUN_PAUSED, {"reason": reason}, idempotency_key)
 
+    @traced_command("resume")
     async def resume(
         self, run_id: str, *, reason: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
         """PAUSED -> RUNNING."""
         return await self._command(run_id, RUN_RESUMED, {"reason": reason}, idempotency_key)
 
+    @traced_command("retry")
     async def retry(
         self,
         run_id: str,
@@ -223,6 +229,7 @@ class RunEngine:
         payload: dict[str, JSON] = {"error": error, "reason": reason}
         return await self._command(run_id, RUN_RETRY_SCHEDULED, payload, idempotency_key)
 
+    @traced_command("cancel")
     async def cancel(
         self, run_id: str, *, reason: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
@@ -240,18 +247,21 @@ class RunEngine:
 
         return await self._apply(run_id, decide, _compact({"reason": reason}), idempotency_key)
 
+    @traced_command("succeed")
     async def succeed(
         self, run_id: str, *, output: JSON = None, idempotency_key: str | None = None
     ) -> RunState:
         """RUNNING or CANCELLING -> SUCCEEDED, keeping ``output``."""
         return await self._command(run_id, RUN_SUCCEEDED, {"output": output}, idempotency_key)
 
+    @traced_command("fail")
     async def fail(
         self, run_id: str, *, error: JSON = None, idempotency_key: str | None = None
     ) -> RunState:
         """QUEUED, RUNNING or CANCELLING -> FAILED, keeping ``error``."""
         return await self._command(run_id, RUN_FAILED, {"error": error}, idempotency_key)
 
+    @traced_command("time_out")
     async def time_out(
         self,
         run_id: str,
@@ -264,6 +274,7 @@ class RunEngine:
         payload: dict[str, JSON] = {"reason": reason, "error": error}
         return await self._command(run_id, RUN_TIMED_OUT, payload, idempotency_key)
 
+    @traced_command("record")
     async def record(self, run_id: str, event: RunEventInput) -> RunState:
         """Append one event: steps and custom types keep the status, lifecycle types move it.
 

@@ -24,6 +24,8 @@ from ..errors import InvalidInput, RunStateError, StoreUnavailable
 from ..sinks.base import BaseSink
 from ..sinks.cloudevents import check_source, store_source
 from ..store import OutboxStore, Sink
+from ..tracing import ENABLED as TRACING
+from ..tracing import PublishTracer
 from ..types import DeliveryOutcome, DeliveryStatus, OutboxRecord, utc_now
 from .metrics import RelayMetrics, default_metrics
 
@@ -94,6 +96,14 @@ def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
+def _publish_tracer(sink: Sink, label: str) -> PublishTracer:
+    # Sinks derived from BaseSink name their messaging system and destinations; any other
+    # Sink is described by its URL's scheme and name.
+    system = getattr(sink, "messaging_system", "") or label
+    destination = getattr(sink, "trace_destination", None)
+    return PublishTracer(system, destination or (lambda _record: sink.name))
+
+
 def default_owner() -> str:
     """A lease owner id unique to this relay instance: host, pid and a random suffix."""
     return f"relay-{socket.gethostname()[:180]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -153,6 +163,7 @@ class Relay:
         self.metrics = metrics if metrics is not None else default_metrics()
         self._rng = rng or random.Random()
         self._sink_label = sink.name.split("://", 1)[0] if "://" in sink.name else sink.name
+        self._tracer = _publish_tracer(sink, self._sink_label) if TRACING else None
         self._stopping = asyncio.Event()
         self._counts = _Counts()
         self._next_retry: datetime | None = None
@@ -298,13 +309,19 @@ class Relay:
                     )
 
     async def _publish(self, batch: list[OutboxRecord]) -> list[DeliveryOutcome]:
+        spans = None if self._tracer is None else self._tracer.start(batch)
+        outcomes: list[DeliveryOutcome] = []
         try:
-            outcomes = await self.sink.publish(batch)
+            outcomes = list(await self.sink.publish(batch))
         except Exception as exc:
             error = mask_url(f"sink {self.sink.name} raised {type(exc).__name__}: {exc}")
             logger.exception("relay %s: %s", self.owner, error)
-            return [DeliveryOutcome.retry(record, error) for record in batch]
-        return list(outcomes)
+            outcomes = [DeliveryOutcome.retry(record, error) for record in batch]
+        finally:
+            if self._tracer is not None:
+                # Every span ends, even when the publish is cancelled (outcomes then unknown).
+                self._tracer.end(spans, batch, outcomes)
+        return outcomes
 
     async def _settle(
         self, owner: str, batch: Sequence[OutboxRecord], outcomes: Sequence[DeliveryOutcome]

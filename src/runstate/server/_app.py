@@ -19,6 +19,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..errors import RunStateError, StoreUnavailable
 from ..store import RunStateStore
+from ..tracing import remote_context
 from ..wire.problems import error_fields
 from ..wire.values import dumps
 from ._auth import AccessPolicy, Scope, Token
@@ -192,7 +193,10 @@ class ApiApp:
             operation, path = matched
             operation_id = operation.operation_id
             self._check_access(operation, request)
-            response = await operation.handler(self.context, request, path)
+            # The caller's trace (W3C headers) is the parent of what this request writes.
+            headers = request.headers
+            with remote_context(headers.get("traceparent"), headers.get("tracestate")):
+                response = await operation.handler(self.context, request, path)
         except RunStateError as exc:
             response = self._error_response(exc, request)
         except Problem as problem:

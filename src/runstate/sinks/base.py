@@ -53,6 +53,13 @@ class BaseSink:
         """The ``source`` to put in each CloudEvent: the configured one, else ``SOURCE``."""
         return self.source or SOURCE
 
+    #: ``messaging.system`` of the relay's publish spans (empty: the sink URL's scheme).
+    messaging_system: str = ""
+
+    def trace_destination(self, record: OutboxRecord) -> str:
+        """``messaging.destination.name`` of a record's publish span: the sink by default."""
+        return self.name
+
     async def open(self) -> None:
         """Prepare connections; nothing by default."""
 

@@ -54,9 +54,13 @@ def check_source(value: object) -> str | None:
 
 
 def to_cloudevent(record: OutboxRecord, source: str = SOURCE) -> dict[str, Any]:
-    """Build the CloudEvents 1.0 JSON object for one outbox record."""
+    """Build the CloudEvents 1.0 JSON object for one outbox record.
+
+    A record written under a trace carries it in the distributed-tracing extension's
+    ``traceparent`` and ``tracestate`` attributes.
+    """
     event = record.event
-    return {
+    envelope = {
         "specversion": SPEC_VERSION,
         "id": record.message_id,
         "source": source,
@@ -69,6 +73,18 @@ def to_cloudevent(record: OutboxRecord, source: str = SOURCE) -> dict[str, Any]:
         "eventid": event.event_id,
         "workflow": record.workflow,
     }
+    if record.traceparent is not None:
+        envelope.update(trace_headers(record))
+    return envelope
+
+
+def trace_headers(record: OutboxRecord) -> dict[str, str]:
+    """The W3C ``traceparent``/``tracestate`` stored with the record: headers for any protocol."""
+    if record.traceparent is None:
+        return {}
+    if record.tracestate is None:
+        return {"traceparent": record.traceparent}
+    return {"traceparent": record.traceparent, "tracestate": record.tracestate}
 
 
 def dumps(value: object) -> bytes:

@@ -25,7 +25,7 @@ from .base import (
     sink_options,
     subject_wildcard,
 )
-from .cloudevents import check_source, encode_cloudevent
+from .cloudevents import check_source, encode_cloudevent, trace_headers
 
 logger = logging.getLogger("runstate.relay.sinks.nats")
 
@@ -42,6 +42,8 @@ class NatsSink(BaseSink):
     each run's order; the relay re-sends everything after a run's first failure and the
     ``Nats-Msg-Id`` header lets JetStream drop what it already stored.
     """
+
+    messaging_system = "nats"
 
     def __init__(
         self,
@@ -92,6 +94,10 @@ class NatsSink(BaseSink):
             connect_timeout=option_float(merged, "connect_timeout", 2.0),
             source=merged.get("source"),
         )
+
+    def trace_destination(self, record: OutboxRecord) -> str:
+        """The subject the record is published to."""
+        return render_subject(self.subject, record)
 
     async def open(self) -> None:
         """Connect and make sure the stream exists; a broker that is down is retried later."""
@@ -191,7 +197,7 @@ class NatsSink(BaseSink):
                     # ack wait below cancels stuck futures, which frees their slots.
                     wait_stall=None,
                     stream=self.stream,
-                    headers={"Nats-Msg-Id": record.message_id},
+                    headers={"Nats-Msg-Id": record.message_id, **trace_headers(record)},
                 )
             except nats.errors.MaxPayloadError as exc:
                 outcomes[index] = self.outcome_for(record, PermanentDeliveryError(str(exc)))

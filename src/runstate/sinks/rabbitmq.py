@@ -20,7 +20,7 @@ from .base import (
     render_subject,
     sink_options,
 )
-from .cloudevents import CONTENT_TYPE, check_source, encode_cloudevent
+from .cloudevents import CONTENT_TYPE, check_source, encode_cloudevent, trace_headers
 
 logger = logging.getLogger("runstate.relay.sinks.rabbitmq")
 
@@ -36,6 +36,8 @@ class RabbitMQSink(BaseSink):
     pipelined on one channel, which the broker processes in order. Unroutable messages are
     dropped by the broker and count as delivered, unless ``mandatory=true`` makes them retry.
     """
+
+    messaging_system = "rabbitmq"
 
     def __init__(
         self,
@@ -85,6 +87,10 @@ class RabbitMQSink(BaseSink):
             timeout=option_float(merged, "timeout", 10.0),
             source=merged.get("source"),
         )
+
+    def trace_destination(self, record: OutboxRecord) -> str:
+        """The exchange (RabbitMQ's destination; the routing key is not part of it)."""
+        return self.exchange_name
 
     async def open(self) -> None:
         """Connect and declare the exchange; a broker that is down is retried later."""
@@ -141,7 +147,11 @@ class RabbitMQSink(BaseSink):
                 timestamp=event.recorded_at,
                 type=event.type,
                 app_id="runstate",
-                headers={"ce_seq": event.seq, "ce_subject": event.run_id},
+                headers={
+                    "ce_seq": event.seq,
+                    "ce_subject": event.run_id,
+                    **trace_headers(record),
+                },
             )
             await exchange.publish(
                 message,

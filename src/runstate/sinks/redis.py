@@ -12,7 +12,7 @@ import redis.exceptions
 from .._url import mask_url
 from ..types import OutboxRecord
 from .base import BaseSink, DeliveryOutcome, option_float, option_int, render_subject, sink_options
-from .cloudevents import check_source, encode_cloudevent
+from .cloudevents import check_source, encode_cloudevent, trace_headers
 
 logger = logging.getLogger("runstate.relay.sinks.redis")
 
@@ -27,6 +27,8 @@ class RedisStreamSink(BaseSink):
     ``{workflow}``, ``{type}`` or ``{run_id}``. ``maxlen`` trims approximately. Redis keeps no
     message ids, so consumers drop duplicates by ``id`` themselves.
     """
+
+    messaging_system = "redis"
 
     def __init__(
         self,
@@ -57,6 +59,10 @@ class RedisStreamSink(BaseSink):
             source=merged.get("source"),
         )
 
+    def trace_destination(self, record: OutboxRecord) -> str:
+        """The stream key the record is appended to."""
+        return render_subject(self.stream, record)
+
     async def open(self) -> None:
         """Create the client; Redis connects lazily, so a server that is down is fine here."""
         if self._client is None:
@@ -80,6 +86,7 @@ class RedisStreamSink(BaseSink):
             async with self._client.pipeline(transaction=False) as pipe:
                 for record in batch:
                     event = record.event
+                    trace: dict[Any, Any] = trace_headers(record)
                     pipe.xadd(
                         render_subject(self.stream, record),
                         {
@@ -88,6 +95,7 @@ class RedisStreamSink(BaseSink):
                             "type": event.type,
                             "seq": event.seq,
                             "data": encode_cloudevent(record, self.event_source),
+                            **trace,
                         },
                         maxlen=self.maxlen,
                         approximate=True,

@@ -37,7 +37,14 @@ from .base import (
     option_int,
     publish_per_run,
 )
-from .cloudevents import CONTENT_TYPE, DATA_CONTENT_TYPE, check_source, dumps, to_cloudevent
+from .cloudevents import (
+    CONTENT_TYPE,
+    DATA_CONTENT_TYPE,
+    check_source,
+    dumps,
+    to_cloudevent,
+    trace_headers,
+)
 
 logger = logging.getLogger("runstate.relay.sinks.webhook")
 
@@ -169,6 +176,8 @@ class WebhookSink(BaseSink):
     also be given in the URL fragment (never sent), e.g. ``https://h/p#mode=binary``.
     """
 
+    messaging_system = "http"
+
     def __init__(
         self,
         url: str,
@@ -265,6 +274,8 @@ class WebhookSink(BaseSink):
         else:
             body = dumps(envelope)
             headers["Content-Type"] = CONTENT_TYPE
+        # W3C Trace Context: the trace the event was written under, as HTTP headers.
+        headers.update(trace_headers(record))
         if not self._secrets:
             return body, headers
         if self.signature == X_RUNSTATE_SIGNATURE:

@@ -53,6 +53,7 @@ from runstate.adapters._memory_data import (
 )
 from runstate.adapters.memory import _copy_metadata, _is_same_bootstrap
 from runstate.errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from runstate.tracing import current_trace_context, traced_write
 from runstate.types import (
     AppendResult,
     DeadLetter,
@@ -104,10 +105,15 @@ class MemoryStore(SyncStoreBase):
         self._data = MemoryData() if name is None else shared_data(name)
         self._runs = self._data.runs
         self._lock = self._data.lock
+        #: The database attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {"db.system.name": "memory"}
+        if name:
+            self.trace_attributes["db.namespace"] = name
 
     def _close(self) -> None:
         """Nothing to release: the data goes when no handle references it."""
 
+    @traced_write("bootstrap_run_tx")
     def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
@@ -119,6 +125,7 @@ class MemoryStore(SyncStoreBase):
                 raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
             return self._append(run_id, RunData(_copy_metadata(checked_metadata)), checked_events)
 
+    @traced_write("append_and_enqueue_tx")
     def append_and_enqueue_tx(
         self, run_id: str, events: Sequence[RunEventInput], *, expected_seq: int | None = None
     ) -> AppendResult:
@@ -184,6 +191,11 @@ class MemoryStore(SyncStoreBase):
         run.pending.extend(stored)
         for persisted in stored:
             data.undelivered[persisted.position] = persisted
+        trace = current_trace_context()
+        if trace is not None:
+            # Stored with the events, as the SQL stores do: the relay sends it on.
+            for persisted in stored:
+                data.traces[persisted.position] = trace
         if stored:
             data.wake_waiters()
         return result
@@ -318,6 +330,7 @@ class MemoryStore(SyncStoreBase):
                         break
                     delivery.lease_owner = owner
                     delivery.lease_expires_at = expires
+                    traceparent, tracestate = data.traces.get(event.position, (None, None))
                     claimed.append(
                         OutboxRecord(
                             outbox_id=event.position,
@@ -326,6 +339,8 @@ class MemoryStore(SyncStoreBase):
                             attempts=delivery.attempts,
                             lease_owner=owner,
                             lease_expires_at=expires,
+                            traceparent=traceparent,
+                            tracestate=tracestate,
                         )
                     )
             return claimed

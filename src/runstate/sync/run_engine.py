@@ -49,6 +49,7 @@ from runstate.errors import (
     RunNotFound,
 )
 from runstate.sync.store import RunStateStore
+from runstate.tracing import traced_command
 from runstate.types import (
     JSON,
     RunBootstrapInput,
@@ -111,6 +112,7 @@ class RunEngine:
 
     # -- creation ----------------------------------------------------------------------------
 
+    @traced_command("create_run")
     def create_run(
         self,
         metadata: RunMetadata,
@@ -189,24 +191,28 @@ class RunEngine:
 
     # -- commands ------------------------------------------------------------------------------
 
+    @traced_command("start")
     def start(
         self, run_id: str, *, worker: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
         """QUEUED -> RUNNING."""
         return self._command(run_id, RUN_STARTED, {"worker": worker}, idempotency_key)
 
+    @traced_command("pause")
     def pause(
         self, run_id: str, *, reason: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
         """RUNNING -> PAUSED."""
         return self._command(run_id, RUN_PAUSED, {"reason": reason}, idempotency_key)
 
+    @traced_command("resume")
     def resume(
         self, run_id: str, *, reason: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
         """PAUSED -> RUNNING."""
         return self._command(run_id, RUN_RESUMED, {"reason": reason}, idempotency_key)
 
+    @traced_command("retry")
     def retry(
         self,
         run_id: str,
@@ -219,6 +225,7 @@ class RunEngine:
         payload: dict[str, JSON] = {"error": error, "reason": reason}
         return self._command(run_id, RUN_RETRY_SCHEDULED, payload, idempotency_key)
 
+    @traced_command("cancel")
     def cancel(
         self, run_id: str, *, reason: str | None = None, idempotency_key: str | None = None
     ) -> RunState:
@@ -236,18 +243,21 @@ class RunEngine:
 
         return self._apply(run_id, decide, _compact({"reason": reason}), idempotency_key)
 
+    @traced_command("succeed")
     def succeed(
         self, run_id: str, *, output: JSON = None, idempotency_key: str | None = None
     ) -> RunState:
         """RUNNING or CANCELLING -> SUCCEEDED, keeping ``output``."""
         return self._command(run_id, RUN_SUCCEEDED, {"output": output}, idempotency_key)
 
+    @traced_command("fail")
     def fail(
         self, run_id: str, *, error: JSON = None, idempotency_key: str | None = None
     ) -> RunState:
         """QUEUED, RUNNING or CANCELLING -> FAILED, keeping ``error``."""
         return self._command(run_id, RUN_FAILED, {"error": error}, idempotency_key)
 
+    @traced_command("time_out")
     def time_out(
         self,
         run_id: str,
@@ -260,6 +270,7 @@ class RunEngine:
         payload: dict[str, JSON] = {"reason": reason, "error": error}
         return self._command(run_id, RUN_TIMED_OUT, payload, idempotency_key)
 
+    @traced_command("record")
     def record(self, run_id: str, event: RunEventInput) -> RunState:
         """Append one event: steps and custom types keep the status, lifecycle types move it.
 

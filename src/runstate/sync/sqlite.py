@@ -62,6 +62,7 @@ from runstate.adapters.sqlite._outbox import (
 )
 from runstate.adapters.sqlite._query import count_runs, query_runs
 from runstate.adapters.sqlite._store import POLL_INTERVAL, _connect_now, _wake, _watching
+from runstate.tracing import current_trace_context, traced_write
 from runstate.types import (
     AppendResult,
     DeadLetter,
@@ -94,6 +95,8 @@ class SQLiteStore(SyncStoreBase):
         self._max_payload_bytes = options.max_payload_bytes
         self._writer = writer
         self._reader = reader
+        #: The database attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {"db.system.name": "sqlite", "db.namespace": str(self.path)}
         # Stop the threads if the store is dropped unclosed; they close their connections.
         self._finalizer = weakref.finalize(self, _stop_threads, writer, reader)
 
@@ -123,23 +126,27 @@ class SQLiteStore(SyncStoreBase):
 
     # -- the store contract --------------------------------------------------------------
 
+    @traced_write("bootstrap_run_tx")
     def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
         result: AppendResult = self._writer.write(
-            bootstrap, checked_metadata, checked_events, input
+            bootstrap, checked_metadata, checked_events, input, current_trace_context()
         )
         _wake(self.path)
         return result
 
+    @traced_write("append_and_enqueue_tx")
     def append_and_enqueue_tx(
         self, run_id: str, events: Sequence[RunEventInput], *, expected_seq: int | None = None
     ) -> AppendResult:
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        result: AppendResult = self._writer.write(append, run_id, checked, expected_seq)
+        result: AppendResult = self._writer.write(
+            append, run_id, checked, expected_seq, current_trace_context()
+        )
         if result.appended:
             _wake(self.path)
         return result

@@ -31,6 +31,8 @@ from ..._validation import (
     check_wait_timeout,
 )
 from ...errors import InvalidInput, RunNotFound, StoreUnavailable
+from ...tracing import ENABLED as TRACING
+from ...tracing import trace_headers, traced_write
 from ...types import (
     AppendResult,
     DeadLetter,
@@ -110,6 +112,8 @@ class HttpStore(StoreBase):
             headers["Authorization"] = f"Bearer {token}"
         self._masked_url = masked_url
         self._timeout = timeout
+        #: The attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {"db.system.name": "runstate", "db.namespace": masked_url}
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
@@ -138,6 +142,10 @@ class HttpStore(StoreBase):
         """Send one request; return the decoded JSON answer (None for 204), or raise."""
         self._check_open()
         content = None if body is None else _encode(body)
+        headers = _JSON_HEADERS if content is not None else None
+        if TRACING:
+            # The server stores the caller's trace with what it writes (runstate.tracing).
+            headers = {**(headers or {}), **trace_headers()}
         try:
             response = await self._client.request(
                 method,
@@ -146,7 +154,7 @@ class HttpStore(StoreBase):
                 params=None
                 if params is None
                 else tuple(dict(params).items() if isinstance(params, Mapping) else params),
-                headers=_JSON_HEADERS if content is not None else None,
+                headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
             )
         except httpx.TimeoutException:
@@ -177,6 +185,7 @@ class HttpStore(StoreBase):
 
     # -- RunStateStore -----------------------------------------------------------------------
 
+    @traced_write("bootstrap_run_tx")
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
@@ -187,6 +196,7 @@ class HttpStore(StoreBase):
         }
         return append_result_from_json(await self._call("POST", "/v1/runs", body=body))
 
+    @traced_write("append_and_enqueue_tx")
     async def append_and_enqueue_tx(
         self,
         run_id: str,

@@ -43,7 +43,8 @@ from .._base import copy_error
 
 Runner = Callable[[str, Callable[[Any], Awaitable[list[Any]]]], Awaitable[list[Any]]]
 
-Item = tuple[str, tuple[Any, ...], "asyncio.Future[Any]"]
+Trace = tuple[str, str | None]
+Item = tuple[str, tuple[Any, ...], "asyncio.Future[Any]", Trace | None]
 
 
 class BatchCodec(Protocol):
@@ -156,6 +157,27 @@ class AppendBatchCodec:
         return results
 
 
+def with_traces(
+    template: str, sql: str, values: list[Any], items: list[Item]
+) -> tuple[str, list[Any]]:
+    """The batch statement ``sql`` wrapped to store each traced item's trace with its events.
+
+    ``template`` (the ``with_traces`` statement) takes the write as a subquery and three more
+    arrays, numbered after the write's own parameters: run ids, traceparents, tracestates.
+    The write's rows come back unchanged, so the codec reads them as before.
+    """
+    traced = [(item[0], *item[3]) for item in items if item[3] is not None]
+    first = len(values) + 1
+    text = (
+        template.replace("{write}", sql)
+        .replace("{run_ids}", f"${first}")
+        .replace("{traceparents}", f"${first + 1}")
+        .replace("{tracestates}", f"${first + 2}")
+    )
+    columns = [list(column) for column in zip(*traced, strict=True)]
+    return text, [*values, *columns]
+
+
 class WriteBatcher:
     """Coalesces concurrent calls of one write function into shared statements."""
 
@@ -168,8 +190,10 @@ class WriteBatcher:
         max_in_flight: int,
         max_batch: int = 32,
         on_idle: Callable[[], None] = lambda: None,
+        trace_sql: str | None = None,
     ) -> None:
         self._run = run
+        self._trace_sql = trace_sql
         self._on_idle = on_idle
         self._action = action
         self._codec = codec
@@ -182,15 +206,18 @@ class WriteBatcher:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, run_id: str, args: tuple[Any, ...]) -> Any:
-        """Write one item (``args`` for the codec) and return its result row."""
+    async def submit(self, run_id: str, args: tuple[Any, ...], trace: Trace | None = None) -> Any:
+        """Write one item (``args`` for the codec) and return its result row.
+
+        ``trace``, a W3C (traceparent, tracestate), is stored with the item's new events.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending and not self._in_flight:
             # A lone writer: nothing to share a statement with, so it writes in its own task
             # at once, without a task, a flush or a loop iteration in between (a quarter of
             # its client CPU). Writers arriving meanwhile queue and go out when it ends.
-            batch = [(run_id, args, future)]
+            batch = [(run_id, args, future, trace)]
             self._in_flight = 1
             self._in_flight_items = 1
             self._runs_in_flight.add(run_id)
@@ -201,7 +228,7 @@ class WriteBatcher:
                     future.exception()  # the caller gets the exception itself: retrieved
                 raise
             return future.result()
-        self._pending.append((run_id, args, future))
+        self._pending.append((run_id, args, future, trace))
         # Flush after the tasks that are ready now have run: callers woken together (by the
         # batch that just finished) then share one statement instead of the first one taking
         # a statement of its own.
@@ -225,7 +252,7 @@ class WriteBatcher:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _start_batches(self) -> None:
-        if any(future.done() for _, _, future in self._pending):
+        if any(item[2].done() for item in self._pending):
             # A caller cancelled before its write went out: it is never sent, so nothing of
             # it is written and the cancellation means what it says.
             self._pending = [item for item in self._pending if not item[2].done()]
@@ -267,8 +294,10 @@ class WriteBatcher:
     async def _write(self, batch: list[Item]) -> None:
         try:
             ordered = sorted(batch, key=lambda item: item[0])
-            arguments = [args for _, args, _ in ordered]
+            arguments = [item[1] for item in ordered]
             sql, values = self._codec.statement(arguments)
+            if self._trace_sql is not None and any(item[3] for item in ordered):
+                sql, values = with_traces(self._trace_sql, sql, values, ordered)
 
             async def work(connection: Any) -> list[Any]:
                 rows: list[Any] = await connection.fetch(sql, *values)
@@ -277,14 +306,14 @@ class WriteBatcher:
             try:
                 rows = await self._run(self._action, work)
             except BaseException as exc:
-                for _, _, future in ordered:
+                for _, _, future, _ in ordered:
                     if not future.done():
                         future.set_exception(copy_error(exc))
                 if not isinstance(exc, Exception):
                     raise
                 return
             results = self._codec.results(rows, arguments)
-            for (_, _, future), row in zip(ordered, results, strict=True):
+            for (_, _, future, _), row in zip(ordered, results, strict=True):
                 if future.done():
                     continue
                 if row is None:

@@ -107,6 +107,12 @@ class PostgresConfig:
     write_statements: int
     pgbouncer: bool = False
 
+    @property
+    def trace_namespace(self) -> str:
+        """``db.namespace`` of spans, as the conventions spell it: ``database|schema``."""
+        database = unquote(urlsplit(self.masked_url).path.lstrip("/"))
+        return f"{database}|{self.schema}" if database else self.schema
+
     def connect_kwargs(self) -> dict[str, Any]:
         """The asyncpg keyword arguments of every connection: no server settings, so no
         startup parameter a pooler could refuse and no session state."""

@@ -150,6 +150,8 @@ def record_from_row(row: Mapping[str, Any]) -> OutboxRecord:
         attempts=row["attempts"],
         lease_owner=row["lease_owner"],
         lease_expires_at=None if expires is None else _utc(expires),
+        traceparent=row["traceparent"],
+        tracestate=row["tracestate"],
     )
 
 

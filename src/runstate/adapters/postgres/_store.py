@@ -23,6 +23,7 @@ from ..._validation import (
     check_wait_timeout,
 )
 from ...errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
+from ...tracing import current_trace_context, traced_write
 from ...types import (
     AppendResult,
     FeedPage,
@@ -105,6 +106,7 @@ class PostgresStore(StoreBase, RunQueries):
             codec=BootstrapBatchCodec(self._q["bootstrap_batch"]),
             max_in_flight=in_flight,
             on_idle=self._writes_idle,
+            trace_sql=self._q["with_traces"],
         )
         self._appends = WriteBatcher(
             self._run_write,
@@ -112,7 +114,13 @@ class PostgresStore(StoreBase, RunQueries):
             codec=AppendBatchCodec(self._q["append_batch"]),
             max_in_flight=in_flight,
             on_idle=self._writes_idle,
+            trace_sql=self._q["with_traces"],
         )
+        #: The database attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {
+            "db.system.name": "postgresql",
+            "db.namespace": config.trace_namespace,
+        }
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -207,6 +215,7 @@ class PostgresStore(StoreBase, RunQueries):
 
     # -- writes ------------------------------------------------------------------------
 
+    @traced_write("bootstrap_run_tx")
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
@@ -226,13 +235,14 @@ class PostgresStore(StoreBase, RunQueries):
             metadata.schema_version,
             event_rows([events[index] for index in firsts]),
         )
-        row = await self._bootstraps.submit(metadata.run_id, args)
+        row = await self._bootstraps.submit(metadata.run_id, args, current_trace_context())
         if row["o_code"] == "RUN_ALREADY_EXISTS":
             raise RunAlreadyExists(metadata.run_id, same_request=row["o_same_request"])
         return append_result(
             metadata.run_id, events, firsts, row["o_positions"], len(firsts), row["o_recorded_at"]
         )
 
+    @traced_write("append_and_enqueue_tx")
     async def append_and_enqueue_tx(
         self,
         run_id: str,
@@ -245,7 +255,7 @@ class PostgresStore(StoreBase, RunQueries):
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
         firsts = first_occurrences(checked)
         args = (run_id, expected_seq, event_rows([checked[index] for index in firsts]))
-        row = await self._appends.submit(run_id, args)
+        row = await self._appends.submit(run_id, args, current_trace_context())
         code = row["o_code"]
         if code == "RUN_NOT_FOUND":
             raise RunNotFound(run_id)

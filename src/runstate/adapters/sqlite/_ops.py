@@ -40,6 +40,7 @@ _SELECT_RUN_HEAD = Q["select_run_head"]
 _UPDATE_SUMMARY = Q["update_summary"]
 _INSERT_EVENT = Q["insert_event"]
 _INSERT_OUTBOX = Q["insert_outbox"]
+_INSERT_TRACE = Q["insert_trace"]
 _LIST_EVENTS = Q["list_events"]
 _BEGIN_READ = Q["begin_read"]
 _COMMIT = Q["commit"]
@@ -70,8 +71,12 @@ def bootstrap(
     checked_metadata: CheckedMetadata,
     checked_events: list[CheckedEvent],
     request: RunBootstrapInput,
+    trace: tuple[str, str | None] | None = None,
 ) -> AppendResult:
-    """Insert a new run, its first events and their outbox records (in a write tx)."""
+    """Insert a new run, its first events and their outbox records (in a write tx).
+
+    ``trace`` is the W3C (traceparent, tracestate) to store with the events, if traced.
+    """
     metadata = checked_metadata.metadata
     run_id = metadata.run_id
     # A new run has no stored events, so duplicates can only come from the call itself.
@@ -112,6 +117,8 @@ def bootstrap(
     if not inserted:
         raise RunAlreadyExists(run_id, same_request=_same_request(connection, request))
     appended, _ = _insert_events(connection, run_id, 0, fresh, recorded_at)
+    if trace is not None:
+        _insert_traces(connection, appended, trace)
     result: AppendResult = new_append_result(run_id, appended, tuple(duplicates), len(fresh))
     return result
 
@@ -121,6 +128,7 @@ def append(
     run_id: str,
     checked_events: list[CheckedEvent],
     expected_seq: int | None,
+    trace: tuple[str, str | None] | None = None,
 ) -> AppendResult:
     """Append events to an existing run with their outbox records (in a write tx)."""
     head = connection.execute(_SELECT_RUN_HEAD, (run_id,)).fetchone()
@@ -155,6 +163,8 @@ def append(
                 run_id,
             ),
         )
+        if trace is not None:
+            _insert_traces(connection, appended, trace)
     result: AppendResult = new_append_result(run_id, appended, tuple(duplicates), last_seq)
     return result
 
@@ -201,6 +211,17 @@ def _insert_events(
         execute(_INSERT_OUTBOX, (position, run_id, seq))
         appended.append(persisted_event(item, run_id, seq, position, recorded_at))
     return tuple(appended), duplicates
+
+
+def _insert_traces(
+    connection: sqlite3.Connection,
+    appended: tuple[RunEventPersisted, ...],
+    trace: tuple[str, str | None],
+) -> None:
+    traceparent, tracestate = trace
+    connection.executemany(
+        _INSERT_TRACE, [(event.position, traceparent, tracestate) for event in appended]
+    )
 
 
 def _same_request(connection: sqlite3.Connection, request: RunBootstrapInput) -> bool | None:

@@ -78,6 +78,8 @@ def _claimable_prefix(
                 attempts=attempts,
                 lease_owner=owner,
                 lease_expires_at=expires,
+                traceparent=row[15],
+                tracestate=row[16],
             )
         )
     return claimed

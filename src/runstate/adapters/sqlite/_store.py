@@ -28,6 +28,7 @@ from ..._validation import (
     check_wait_timeout,
     parse_position_cursor,
 )
+from ...tracing import current_trace_context, traced_write
 from ...types import (
     AppendResult,
     DeadLetter,
@@ -123,6 +124,8 @@ class SQLiteStore(StoreBase):
         self._max_payload_bytes = options.max_payload_bytes
         self._writer = writer
         self._reader = reader
+        #: The database attributes of this store's spans (see ``runstate.tracing``).
+        self.trace_attributes = {"db.system.name": "sqlite", "db.namespace": str(self.path)}
         # Stop the threads if the store is dropped unclosed; they close their connections.
         self._finalizer = weakref.finalize(self, _stop_threads, writer, reader)
 
@@ -150,16 +153,18 @@ class SQLiteStore(StoreBase):
 
     # -- the store contract --------------------------------------------------------------
 
+    @traced_write("bootstrap_run_tx")
     async def bootstrap_run_tx(self, input: RunBootstrapInput) -> AppendResult:
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
         result: AppendResult = await self._writer.write(
-            bootstrap, checked_metadata, checked_events, input
+            bootstrap, checked_metadata, checked_events, input, current_trace_context()
         )
         _wake(self.path)
         return result
 
+    @traced_write("append_and_enqueue_tx")
     async def append_and_enqueue_tx(
         self,
         run_id: str,
@@ -170,7 +175,9 @@ class SQLiteStore(StoreBase):
         """Atomically append events to an existing run, with one outbox record per new event."""
         self._check_open()
         checked = check_append(run_id, events, expected_seq, self._max_payload_bytes)
-        result: AppendResult = await self._writer.write(append, run_id, checked, expected_seq)
+        result: AppendResult = await self._writer.write(
+            append, run_id, checked, expected_seq, current_trace_context()
+        )
         if result.appended:
             _wake(self.path)
         return result

@@ -17,6 +17,22 @@ SELECT o_counts, o_positions, o_recorded_at, o_same_request
 SELECT o_codes, o_last_seqs, o_new_last_seqs, o_candidates, o_positions, o_recorded_at
   FROM {schema}.runstate_append_batch($1);
 
+-- name: with_traces
+-- A traced group-commit write (runstate.tracing): the batch statement {write} (bootstrap_batch
+-- or append_batch, unchanged) and, in the same statement (one transaction), the W3C trace of
+-- each traced run's new events. {run_ids}, {traceparents} and {tracestates} are the three
+-- parameters after the write's own (see _batch.with_traces). The write's rows come back as is.
+WITH w AS MATERIALIZED ({write}),
+     t AS (
+    INSERT INTO {schema}.run_event_traces ("position", traceparent, tracestate)
+    SELECT p."position", c.traceparent, c.tracestate
+      FROM w
+     CROSS JOIN LATERAL unnest(w.o_run_ids, w.o_positions) AS p (run_id, "position")
+      JOIN unnest({run_ids}::text[], {traceparents}::text[], {tracestates}::text[])
+           AS c (run_id, traceparent, tracestate) USING (run_id)
+)
+SELECT w.* FROM w;
+
 -- name: list_events
 SELECT run_id, seq, position, type, payload, event_id, schema_version, occurred_at, recorded_at
   FROM {schema}.run_events
@@ -67,19 +83,26 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
 -- share runs without ever taking a run out of order. It returns the head of each record's run
 -- so the batch comes back run by run (oldest head first), each run in seq order. It joins the
 -- events itself: this statement's snapshot is older than the function's own statements.
-SELECT outbox_id, workflow, attempts, lease_owner, lease_expires_at, run_id, seq, position,
-       type, payload, event_id, schema_version, occurred_at, recorded_at
-  FROM {schema}.runstate_claim_outbox($1, $2, $3)
- ORDER BY head_id, seq;
+-- The traces of the leased events (0011) come from runstate_event_traces, called after the
+-- claim is complete, in a later snapshot for the same reason.
+WITH c AS MATERIALIZED (SELECT * FROM {schema}.runstate_claim_outbox($1, $2, $3))
+SELECT c.outbox_id, c.workflow, c.attempts, c.lease_owner, c.lease_expires_at, c.run_id,
+       c.seq, c.position, c.type, c.payload, c.event_id, c.schema_version, c.occurred_at,
+       c.recorded_at, t.o_traceparent AS traceparent, t.o_tracestate AS tracestate
+  FROM c
+  LEFT JOIN {schema}.runstate_event_traces((SELECT array_agg(c.position) FROM c)) AS t
+         ON t.o_position = c.position
+ ORDER BY c.head_id, c.seq;
 
 -- name: claimed_by_owner
 -- The records a claim just leased to $1, read again (see _store.py: a claim whose rows the
 -- driver could not decode), in the claim's order: run by run, oldest head first.
 SELECT o.outbox_id, o.workflow, o.attempts, o.lease_owner, o.lease_expires_at, e.run_id,
        e.seq, e.position, e.type, e.payload, e.event_id, e.schema_version, e.occurred_at,
-       e.recorded_at
+       e.recorded_at, t.traceparent, t.tracestate
   FROM {schema}.run_outbox AS o
   JOIN {schema}.run_events AS e ON e.position = o.outbox_id
+  LEFT JOIN {schema}.run_event_traces AS t ON t."position" = o.outbox_id
  WHERE o.lease_owner = $1 AND o.lease_expires_at > now()
    AND o.delivered_at IS NULL AND NOT o.dead
  ORDER BY (SELECT min(p.outbox_id) FROM {schema}.run_outbox AS p

@@ -36,6 +36,10 @@ ON CONFLICT (run_id, event_id) DO NOTHING;
 -- name: insert_outbox
 INSERT INTO runstate_outbox (outbox_id, run_id, seq) VALUES (?, ?, ?);
 
+-- name: insert_trace
+-- Only for traced writes (runstate.tracing), in the same transaction as the events.
+INSERT INTO runstate_event_traces (position, traceparent, tracestate) VALUES (?, ?, ?);
+
 -- name: first_event_ids
 SELECT event_id FROM runstate_events WHERE run_id = ? ORDER BY seq LIMIT ?;
 
@@ -56,10 +60,11 @@ ORDER BY head;
 -- name: outbox_run_prefix
 SELECT o.outbox_id, o.attempts, o.dead, o.available_at, o.lease_owner, o.lease_expires_at,
        e.position, e.seq, e.type, e.payload, e.event_id, e.schema_version, e.occurred_at,
-       e.recorded_at, r.workflow
+       e.recorded_at, r.workflow, t.traceparent, t.tracestate
 FROM runstate_outbox AS o
 JOIN runstate_events AS e ON e.position = o.outbox_id
 JOIN runstate_runs AS r ON r.run_id = o.run_id
+LEFT JOIN runstate_event_traces AS t ON t.position = o.outbox_id
 WHERE o.run_id = ? AND o.delivered_at IS NULL
 ORDER BY o.seq
 LIMIT ?;
