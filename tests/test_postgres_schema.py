@@ -64,7 +64,7 @@ async def test_migrations_and_schema_sql_produce_the_same_catalog(admin: Any) ->
         for part in want:
             assert got[part] == want[part], part
         assert got["columns"]
-        assert len(got["functions"]) == 6
+        assert len(got["functions"]) == 7  # incl. the summary trigger and runstate_event_traces
     finally:
         await drop_postgres_schema(migrated)
         await drop_postgres_schema(canonical)
