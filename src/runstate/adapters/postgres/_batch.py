@@ -162,20 +162,28 @@ def with_traces(
 ) -> tuple[str, list[Any]]:
     """The batch statement ``sql`` wrapped to store each traced item's trace with its events.
 
-    ``template`` (the ``with_traces`` statement) takes the write as a subquery and three more
-    arrays, numbered after the write's own parameters: run ids, traceparents, tracestates.
-    The write's rows come back unchanged, so the codec reads them as before.
+    ``template`` (a ``with_traces`` statement, its ``{counts}`` filled in for the write) takes
+    the write as a subquery and two more arrays, numbered after the write's own parameters:
+    the traceparent and tracestate of each item in batch order (None where untraced). The
+    write's rows come back unchanged, so the codec reads them as before.
     """
-    traced = [(item[0], *item[3]) for item in items if item[3] is not None]
     first = len(values) + 1
     text = (
         template.replace("{write}", sql)
-        .replace("{run_ids}", f"${first}")
-        .replace("{traceparents}", f"${first + 1}")
-        .replace("{tracestates}", f"${first + 2}")
+        .replace("{traceparents}", f"${first}")
+        .replace("{tracestates}", f"${first + 1}")
     )
-    columns = [list(column) for column in zip(*traced, strict=True)]
-    return text, [*values, *columns]
+    traceparents = [None if item[3] is None else item[3][0] for item in items]
+    tracestates = [None if item[3] is None else item[3][1] for item in items]
+    return text, [*values, traceparents, tracestates]
+
+
+#: ``{counts}`` of the ``with_traces`` statement: events written per run, from the result row.
+BOOTSTRAP_TRACE_COUNTS = "w.o_counts"
+APPEND_TRACE_COUNTS = (
+    "ARRAY(SELECT d.after - d.before FROM unnest(w.o_new_last_seqs, w.o_last_seqs)"
+    " WITH ORDINALITY AS d (after, before, i) ORDER BY d.i)"
+)
 
 
 class WriteBatcher:

@@ -37,7 +37,14 @@ from ...types import (
 )
 from .._base import StoreBase, first_occurrences
 from .._decode import decode_one
-from ._batch import AppendBatchCodec, BootstrapBatchCodec, KeptConnections, WriteBatcher
+from ._batch import (
+    APPEND_TRACE_COUNTS,
+    BOOTSTRAP_TRACE_COUNTS,
+    AppendBatchCodec,
+    BootstrapBatchCodec,
+    KeptConnections,
+    WriteBatcher,
+)
 from ._config import PostgresConfig
 from ._errors import DRIVER_ERRORS, is_connection_loss, translate_error, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener, OutboxPoller
@@ -106,7 +113,7 @@ class PostgresStore(StoreBase, RunQueries):
             codec=BootstrapBatchCodec(self._q["bootstrap_batch"]),
             max_in_flight=in_flight,
             on_idle=self._writes_idle,
-            trace_sql=self._q["with_traces"],
+            trace_sql=self._q["with_traces"].replace("{counts}", BOOTSTRAP_TRACE_COUNTS),
         )
         self._appends = WriteBatcher(
             self._run_write,
@@ -114,7 +121,7 @@ class PostgresStore(StoreBase, RunQueries):
             codec=AppendBatchCodec(self._q["append_batch"]),
             max_in_flight=in_flight,
             on_idle=self._writes_idle,
-            trace_sql=self._q["with_traces"],
+            trace_sql=self._q["with_traces"].replace("{counts}", APPEND_TRACE_COUNTS),
         )
         #: The database attributes of this store's spans (see ``runstate.tracing``).
         self.trace_attributes = {

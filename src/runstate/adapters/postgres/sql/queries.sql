@@ -20,16 +20,25 @@ SELECT o_codes, o_last_seqs, o_new_last_seqs, o_candidates, o_positions, o_recor
 -- name: with_traces
 -- A traced group-commit write (runstate.tracing): the batch statement {write} (bootstrap_batch
 -- or append_batch, unchanged) and, in the same statement (one transaction), the W3C trace of
--- each traced run's new events. {run_ids}, {traceparents} and {tracestates} are the three
--- parameters after the write's own (see _batch.with_traces). The write's rows come back as is.
+-- each traced run's new events. {traceparents} and {tracestates} are the two parameters after
+-- the write's own (see _batch.with_traces), one element per run of the batch in its order
+-- (NULL for an untraced run); {counts} is how many events the write wrote per run, from its
+-- result row. The write returns its positions run after run, so run i's are the {counts}[i]
+-- after those of the runs before it. The write's rows come back as is.
 WITH w AS MATERIALIZED ({write}),
-     t AS (
-    INSERT INTO {schema}.run_event_traces ("position", traceparent, tracestate)
-    SELECT p."position", c.traceparent, c.tracestate
+     c AS (
+    SELECT x.traceparent, x.tracestate, coalesce(x.n, 0) AS written,
+           coalesce(sum(x.n) OVER (ORDER BY x.i ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                    0) AS before
       FROM w
-     CROSS JOIN LATERAL unnest(w.o_run_ids, w.o_positions) AS p (run_id, "position")
-      JOIN unnest({run_ids}::text[], {traceparents}::text[], {tracestates}::text[])
-           AS c (run_id, traceparent, tracestate) USING (run_id)
+     CROSS JOIN LATERAL unnest({counts}, {traceparents}::text[], {tracestates}::text[])
+           WITH ORDINALITY AS x (n, traceparent, tracestate, i)
+), t AS (
+    INSERT INTO {schema}.run_event_traces ("position", traceparent, tracestate)
+    SELECT w.o_positions[c.before + k], c.traceparent, c.tracestate
+      FROM w, c
+     CROSS JOIN LATERAL generate_series(1, c.written) AS k
+     WHERE c.traceparent IS NOT NULL
 )
 SELECT w.* FROM w;
 
