@@ -413,3 +413,51 @@ def test_without_opentelemetry_nothing_is_traced_or_stored(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["RunQueued", "RunStarted"]
+
+
+async def test_concurrent_traced_writes_in_one_statement_keep_their_own_traces(
+    backend: str,
+) -> None:
+    # Group commit puts concurrent writes of several runs into one statement: each run's
+    # events must get the trace of the call that wrote them (a write made outside any span
+    # starts a trace of its own).
+    from runstate import RunEventInput
+    from runstate.testing.contract import bootstrap_input, new_run_id
+
+    url = f"sqlite:///{backend}" if backend.endswith(".db") else f"{POSTGRES_URL}?schema={backend}"
+    provider = TracerProvider()
+    use_tracer_provider(provider)
+    tracer = provider.get_tracer("test")
+    store = await open_store(url)
+    runs = [new_run_id() for _ in range(8)]
+    expected: dict[str, str | None] = {}
+
+    async def write(index: int, run_id: str) -> None:
+        if index % 3 == 2:
+            await store.bootstrap_run_tx(bootstrap_input(run_id, "A", "B"))
+            await store.append_and_enqueue_tx(run_id, [RunEventInput(type="C")] * 1)
+            expected[run_id] = None
+            return
+        with tracer.start_as_current_span(f"writer-{index}") as span:
+            await store.bootstrap_run_tx(bootstrap_input(run_id, "A", "B"))
+            await store.append_and_enqueue_tx(run_id, [RunEventInput(type="C")])
+            expected[run_id] = f"{span.get_span_context().trace_id:032x}"
+
+    try:
+        await asyncio.gather(*(write(i, run_id) for i, run_id in enumerate(runs)))
+    finally:
+        await store.close()
+        use_tracer_provider(None)
+        provider.shutdown()
+    for run_id in runs:
+        if backend.endswith(".db"):
+            stored = await sqlite_traces(Path(backend), run_id)
+        else:
+            stored = await postgres_traces(backend, run_id)
+        want = expected[run_id]
+        trace_ids = {parent.split("-")[1] for parent, _ in stored.values()}
+        assert sorted(stored) == [1, 2, 3], run_id
+        if want is None:
+            assert not trace_ids & set(expected.values()), run_id
+        else:
+            assert trace_ids == {want}, run_id
