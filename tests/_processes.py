@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,8 @@ class RelayProcess:
         """Stop it with ``sig`` and return the JSON report it prints on the way out."""
         code = stop_pid(self.process, sig)
         assert self.process.stdout is not None
-        out = self.process.stdout.read()
+        with self.process.stdout:
+            out = self.process.stdout.read()
         assert code == 0, f"relay exited {code}: {out}\n{self.log.read_text()[-3000:]}"
         report: dict[str, Any] = json.loads(out)
         return report
@@ -94,6 +96,7 @@ class NatsNode:
     name: str
     port: int
     cluster_port: int
+    monitor_port: int
     store_dir: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
@@ -122,7 +125,7 @@ class NatsCluster:
             *("-a", "127.0.0.1", "-p", str(node.port), "-n", node.name),
             *("-js", "-sd", str(node.store_dir), "--cluster_name", self.cluster_name),
             *("--cluster", f"nats://127.0.0.1:{node.cluster_port}", "--routes", routes),
-            *("-l", str(node.log)),
+            *("-m", str(node.monitor_port), "-l", str(node.log)),
         ]
         node.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -145,6 +148,13 @@ class NatsCluster:
             if node.process is not None:
                 stop_pid(node.process, signal.SIGTERM, timeout=10)
                 node.process = None
+
+    def client_names(self, node: NatsNode) -> list[str]:
+        """The names of the clients connected to ``node`` (from its monitoring port)."""
+        url = f"http://127.0.0.1:{node.monitor_port}/connz"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            connz = json.load(response)
+        return [str(c.get("name", "")) for c in connz.get("connections") or []]
 
     def node_named(self, name: str) -> NatsNode:
         """The node whose server name is ``name``."""
@@ -176,6 +186,7 @@ def nats_cluster(binary: str, root: Path, size: int = 3) -> Iterator[NatsCluster
                 name=f"n{index}",
                 port=free_port(),
                 cluster_port=free_port(),
+                monitor_port=free_port(),
                 store_dir=store,
                 log=root / f"n{index}.log",
             )
