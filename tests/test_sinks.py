@@ -444,3 +444,33 @@ def test_registry_custom_scheme_and_errors() -> None:
     assert "p4ss" not in str(info.value)
     with pytest.raises(InvalidInput, match="unknown sink option"):
         create_sink("nats://127.0.0.1:4222?subjcet=typo")
+
+
+def test_nats_url_with_several_servers_is_split_and_checked() -> None:
+    from runstate.sinks.nats import NatsSink, parse_servers
+
+    assert parse_servers("nats://u:pw@127.0.0.1:4222, 127.0.0.1:4223,[::1]:4224,h") == [
+        "nats://u:pw@127.0.0.1:4222",
+        "nats://u:pw@127.0.0.1:4223",
+        "nats://u:pw@[::1]:4224",
+        "nats://u:pw@h:4222",
+    ]
+    sink = create_sink("nats://127.0.0.1:4222,127.0.0.1:4223?subject=S&stream=N&replicas=3")
+    assert isinstance(sink, NatsSink)
+    assert sink.replicas == 3
+    bad = {
+        "nats://u:s3cr3t@127.0.0.1:4222,127.0.0.1:99999": "server 2 .* invalid port",
+        "nats://127.0.0.1:4222,,127.0.0.1:4223": "server 2 .* no valid host",
+        "nats://127.0.0.1:x": "server 1 .* invalid port",
+        "nats://:4222": "server 1 .* no valid host",
+        "nats://127.0.0.1:0": "invalid port",
+    }
+    for url, message in bad.items():
+        with pytest.raises(InvalidInput, match=message) as info:
+            create_sink(url)
+        assert info.value.field == "sink_url"
+        assert "s3cr3t" not in str(info.value)
+    for replicas in ("0", "6", "two"):
+        with pytest.raises(InvalidInput) as info:
+            create_sink(f"nats://127.0.0.1:4222?stream=N&replicas={replicas}")
+        assert info.value.field == "replicas"

@@ -103,6 +103,14 @@ async def relay_command(
     workers: int = typer.Option(1, min=1, max=1024, help="Concurrent delivery workers."),
     batch_size: int = typer.Option(100, min=1, help="Records claimed per batch."),
     max_attempts: int = typer.Option(10, min=1, help="Attempts before a record is dead-lettered."),
+    lease: float = typer.Option(
+        30.0,
+        "--lease",
+        min=0.001,
+        max=86400.0,
+        help="Seconds a claimed batch stays leased to this relay; a relay that is killed holds "
+        "its records back from the others for at most this long.",
+    ),
     metrics_port: int | None = typer.Option(
         None, min=1, max=65535, help="Serve Prometheus metrics on this port."
     ),
@@ -132,6 +140,7 @@ async def relay_command(
         workers=workers,
         batch_size=batch_size,
         max_attempts=max_attempts,
+        lease_seconds=lease,
         retention=parse_duration(retention, "--retention"),
         source=source,
     )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -14,6 +15,7 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from .._url import mask_url
+from ..errors import InvalidInput
 from ..types import OutboxRecord
 from .base import (
     BaseSink,
@@ -21,6 +23,7 @@ from .base import (
     PermanentDeliveryError,
     SinkError,
     option_float,
+    option_int,
     render_subject,
     sink_options,
     subject_wildcard,
@@ -31,13 +34,55 @@ logger = logging.getLogger("runstate.relay.sinks.nats")
 
 DEFAULT_SUBJECT = "runstate.events"
 
+#: JetStream keeps at most five replicas of a stream.
+MAX_REPLICAS = 5
+
+
+def parse_servers(url: str) -> list[str]:
+    """Split ``nats://[user:pass@]h1:4222,h2:4223`` into one URL per server, each checked.
+
+    Every host must be present and every port an integer in 1..65535 (4222 when left out); a
+    bad entry is refused with ``InvalidInput`` naming its position, never the credentials.
+    """
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    prefix = f"{parts.scheme}://{userinfo + '@' if userinfo else ''}"
+    servers: list[str] = []
+    for index, entry in enumerate(hosts.split(","), start=1):
+        host, port = _host_port(entry.strip(), index)
+        servers.append(f"{prefix}{host}:{port}")
+    return servers
+
+
+def _host_port(entry: str, index: int) -> tuple[str, int]:
+    if entry.startswith("["):  # [::1]:4222
+        host, _, rest = entry[1:].partition("]")
+        host, port_text = f"[{host}]", rest.removeprefix(":")
+        if rest and not rest.startswith(":"):
+            port_text = rest
+    else:
+        host, _, port_text = entry.partition(":")
+    if not host or host == "[]" or any(c in host for c in "/?#@ "):
+        raise InvalidInput(f"server {index} of the NATS URL has no valid host", field="sink_url")
+    if not port_text:
+        return host, 4222
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidInput(
+            f"server {index} of the NATS URL has an invalid port {port_text[:16]!r} "
+            "(expected 1..65535)",
+            field="sink_url",
+        )
+    return host, int(port_text)
+
 
 class NatsSink(BaseSink):
     """Publish CloudEvents to a JetStream subject, pipelined, each one acknowledged.
 
     The subject may contain ``{workflow}``, ``{type}`` or ``{run_id}`` (one token each). With
     ``stream`` set, the stream is created when missing (covering the subject, with a
-    ``duplicate_window`` in seconds, default 120) and every publish must land in it. Within one
+    ``duplicate_window`` in seconds, default 120, and ``replicas`` copies, default 1) and every
+    publish must land in it. ``servers`` may list several servers of one cluster, separated by
+    commas; the connection moves to a surviving one when its server goes away. Within one
     connection the server stores messages in the order they were written, so pipelining keeps
     each run's order; the relay re-sends everything after a run's first failure and the
     ``Nats-Msg-Id`` header lets JetStream drop what it already stored.
@@ -53,13 +98,18 @@ class NatsSink(BaseSink):
         stream: str | None = None,
         create_stream: bool = True,
         duplicate_window: float = 120.0,
+        replicas: int = 1,
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
         source: str | None = None,
     ) -> None:
+        if type(replicas) is not int or not 1 <= replicas <= MAX_REPLICAS:
+            raise InvalidInput(f"must be 1..{MAX_REPLICAS}, got {replicas!r}", field="replicas")
         self._url = servers
         self.source = check_source(source)
+        self._servers = parse_servers(servers)
         self.name = mask_url(servers, servers)
+        self.replicas = replicas
         self.subject = subject
         self.stream = stream
         self._create_stream = create_stream
@@ -72,12 +122,13 @@ class NatsSink(BaseSink):
 
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> NatsSink:
-        """Build from ``nats://[user:pass@]host:4222?subject=S&stream=N``."""
+        """Build from ``nats://[user:pass@]host:4222[,host2:4223...]?subject=S&stream=N``."""
         known = {
             "subject",
             "stream",
             "create_stream",
             "duplicate_window",
+            "replicas",
             "timeout",
             "connect_timeout",
             "source",
@@ -90,6 +141,7 @@ class NatsSink(BaseSink):
             stream=str(merged["stream"]) if merged.get("stream") else None,
             create_stream=create,
             duplicate_window=option_float(merged, "duplicate_window", 120.0),
+            replicas=option_int(merged, "replicas", 1) or 1,
             timeout=option_float(merged, "timeout", 5.0),
             connect_timeout=option_float(merged, "connect_timeout", 2.0),
             source=merged.get("source"),
@@ -129,6 +181,16 @@ class NatsSink(BaseSink):
             logger.debug("NATS sink %s: %s", self.name, self.describe(exc))
 
         async def on_disconnected() -> None:
+            # Commands still buffered for the dead connection would be sent first thing on the
+            # next one, after the ones written to the dead socket were lost: a run's later
+            # records would be stored before its earlier ones. Dropping them keeps what the
+            # servers stored a prefix of what was published; their acknowledgements time out and
+            # the relay re-sends from the first unacknowledged record, under the same ids.
+            # (Subscriptions are replayed on reconnect, and the client keeps no other state in
+            # this buffer.)
+            # (nats-py has no public call for this.)
+            nc._pending.clear()
+            nc._pending_data_size = 0
             logger.info("NATS sink %s disconnected", self.name)
 
         async def on_reconnected() -> None:
@@ -139,7 +201,7 @@ class NatsSink(BaseSink):
             # the initial attempt is bounded here instead.
             await asyncio.wait_for(
                 nc.connect(
-                    servers=[self._url],
+                    servers=self._servers,
                     name="runstate-relay",
                     error_cb=on_error,
                     disconnected_cb=on_disconnected,
@@ -147,6 +209,9 @@ class NatsSink(BaseSink):
                     connect_timeout=max(1, int(self._connect_timeout)),
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
+                    # No buffering while reconnecting: a publish then fails at once (and is
+                    # retried by the relay) rather than being sent after later ones were lost.
+                    pending_size=0,
                 ),
                 timeout=self._connect_timeout,
             )
@@ -174,6 +239,7 @@ class NatsSink(BaseSink):
                 name=self.stream,
                 subjects=[subject_wildcard(self.subject)],
                 duplicate_window=self._duplicate_window,
+                num_replicas=self.replicas,
             )
             logger.info("NATS sink %s created stream %s", self.name, self.stream)
         except nats.js.errors.BadRequestError:
