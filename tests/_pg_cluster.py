@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +125,11 @@ class ServerPair:
         self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.primary.data))
         self._running.discard(self.primary.data)
 
+    def stop_standby(self) -> None:
+        """Stop the standby (fast: its connections are told and closed)."""
+        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.standby.data))
+        self._running.discard(self.standby.data)
+
     def promote(self) -> None:
         """Promote the standby and wait until it accepts writes."""
         self._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.standby.data))
@@ -155,13 +159,3 @@ def running_pair() -> Iterator[ServerPair]:
     finally:
         pair.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    """Poll ``predicate()`` every 50 ms until true; ``AssertionError`` naming ``what`` after."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -25,6 +26,7 @@ import pytest
 from _pg_cluster import ServerPair, find_server_binaries, running_pair
 from conftest import IN_CI
 from runstate import (
+    InvalidInput,
     RunAlreadyExists,
     RunBootstrapInput,
     RunEventInput,
@@ -32,7 +34,8 @@ from runstate import (
     StoreUnavailable,
     open_store,
 )
-from runstate.adapters.postgres import PostgresStore
+from runstate._url import parse_store_url
+from runstate.adapters.postgres import PostgresStore, parse_config
 from runstate.relay import Relay
 from runstate.sinks.files import FileSink
 
@@ -251,3 +254,142 @@ async def test_writes_resume_on_the_same_store_after_the_standby_is_promoted(
     events = delivered(sink_path)
     assert {(e["subject"], e["eventid"]) for e in events} == stored  # nothing unknown either
     check_per_run_order(events)
+
+
+async def execute_on(url: str, sql: str) -> Any:
+    """Run one statement on the server at ``url`` and return its first value."""
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetchval(sql)
+    finally:
+        await connection.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Await ``check()`` every 0.1 s until true, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def run_ids(store: Any) -> set[str]:
+    """The runs ``list_runs`` shows."""
+    return {summary.metadata.run_id for summary in await store.list_runs(limit=100)}
+
+
+async def feed_runs(store: Any, cursor: str) -> set[str]:
+    """The runs of the feed's events after ``cursor``."""
+    return {event.run_id for event in (await store.read_feed(cursor=cursor)).events}
+
+
+@pytest.mark.slow
+async def test_read_url_serves_catalog_reads_from_the_standby(
+    pair: ServerPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="asyncpg")
+    schema = f"rs_read_url_{uuid.uuid4().hex[:8]}"
+    standby = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{pair.standby.port}/postgres"
+    url = store_url(pair, schema, read_url=quote(standby, safe=""))
+    async with open_store(url) as store, open_store(url, replica_reads="all") as reader:
+        assert isinstance(store, PostgresStore)
+        assert PASSWORD not in repr(store)
+        await store.bootstrap_run_tx(bootstrap("seen", "e1"))
+        head = await store.feed_head()
+        await eventually(lambda: catalog_has(store, "seen"), 10, "the standby to replay")
+
+        # With replay paused the standby stays behind the primary: what comes from it shows.
+        await execute_on(pair.standby.url, "SELECT pg_wal_replay_pause()")
+        await store.bootstrap_run_tx(bootstrap("unseen", "e2"))
+        assert await run_ids(store) == {"seen"}  # the catalog: from the standby
+        assert "unseen" not in await feed_runs(store, head)  # the feed too
+        stats = await store.outbox_stats()
+        assert stats.pending + stats.in_flight == 1  # "unseen"'s record is not there yet
+        # Reading your own writes: list_events and metadata stay on the primary by default...
+        assert await store.get_run_metadata_by_run_id("unseen") is not None
+        assert len(await store.list_events("unseen")) == 1
+        # ... and replica_reads=all sends them to the standby as well.
+        assert await reader.get_run_metadata_by_run_id("unseen") is None
+        assert await reader.list_events("unseen") == []
+
+        await execute_on(pair.standby.url, "SELECT pg_wal_replay_resume()")
+        await eventually(lambda: reader_has(reader, "unseen"), 10, "replay to resume")
+        assert await run_ids(store) == {"seen", "unseen"}
+        assert "unseen" in await feed_runs(store, head)
+
+        # A standby that is down: its reads go to the primary instead, without an error.
+        await asyncio.to_thread(pair.stop_standby)
+        assert await run_ids(store) == {"seen", "unseen"}
+        assert await reader.get_run_metadata_by_run_id("unseen") is not None
+
+
+async def catalog_has(store: Any, run_id: str) -> bool:
+    """Whether the store's catalog (list_runs) shows the run yet."""
+    return run_id in await run_ids(store)
+
+
+async def reader_has(reader: Any, run_id: str) -> bool:
+    """Whether ``reader`` (replica_reads=all) sees the run's metadata yet."""
+    return await reader.get_run_metadata_by_run_id(run_id) is not None
+
+
+def config(url: str, **options: Any) -> Any:
+    """The parsed configuration of a PostgreSQL store URL."""
+    return parse_config(parse_store_url(url), options)
+
+
+def test_several_hosts_ask_for_the_writer_unless_told() -> None:
+    two = "postgresql://u@127.0.0.1:5432,127.0.0.1:5433/db"
+    assert "target_session_attrs=read-write" in config(two).dsn
+    assert "127.0.0.1:5432,127.0.0.1:5433" in config(two).dsn
+    assert "target_session_attrs=primary" in config(two + "?target_session_attrs=primary").dsn
+    assert "target_session_attrs" not in config("postgresql://u@127.0.0.1:5432/db").dsn
+    for target in ("standby", "prefer-standby", "read-only"):
+        with pytest.raises(InvalidInput, match="read_url") as caught:
+            config(f"{two}?target_session_attrs={target}")
+        assert caught.value.field == "target_session_attrs"
+
+
+@pytest.mark.parametrize("hosts", ["h1:5432,h2:99999", "h1:5432,h2:abc", "h1,h2:0", "h1,[::1"])
+def test_every_host_and_port_is_checked(hosts: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        config(f"postgresql://u:{PASSWORD}@{hosts}/db")
+    assert caught.value.field == "url"
+    assert PASSWORD not in str(caught.value)
+
+
+def test_read_url_from_the_url_or_a_keyword() -> None:
+    standby = f"postgresql://reader:{PASSWORD}@10.0.0.2:5433,10.0.0.3:5433/db?sslmode=disable"
+    for parsed in (
+        config(f"postgresql://u:{PASSWORD}@h1/db?read_url={quote(standby, safe='')}"),
+        config(f"postgresql://u:{PASSWORD}@h1/db", read_url=standby, replica_reads="all"),
+    ):
+        assert parsed.read is not None
+        assert "10.0.0.2:5433,10.0.0.3:5433" in parsed.read.dsn
+        assert "target_session_attrs=prefer-standby" in parsed.read.dsn
+        assert parsed.read.schema == parsed.schema
+        assert parsed.read.pool_size == parsed.pool_size
+        for shown in (parsed.masked_url, parsed.read.masked_url, repr(parsed)):
+            assert PASSWORD not in shown
+    assert config("postgresql://u@h1/db").read is None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"read_url": "mysql://u@h/db"}, "read_url"),
+        ({"read_url": "not a url"}, "read_url"),
+        ({"read_url": 5}, "read_url"),
+        ({"read_url": "postgresql://u@h/db?schema=other"}, "read_url"),
+        ({"read_url": "postgresql://u@h:70000/db"}, "url"),
+        ({"read_url": "postgresql://u@h/db?sslmode=bogus"}, "sslmode"),
+        ({"read_url": "postgresql://u@h/db", "replica_reads": "some"}, "replica_reads"),
+    ],
+)
+def test_bad_read_options_are_refused(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        config(f"postgresql://u:{PASSWORD}@h1/db", **options)
+    assert caught.value.field == field
+    assert PASSWORD not in str(caught.value)
