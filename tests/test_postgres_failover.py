@@ -205,7 +205,11 @@ async def test_writes_resume_on_the_same_store_after_the_standby_is_promoted(
         sink = FileSink(sink_path, fsync=False)
         await sink.open()
         stack.push_async_callback(sink.close)
-        relay = Relay(relay_store, sink, batch_size=50, poll_interval=0.2, backoff_max=0.5)
+        # Short leases: a record whose mark_delivered died with the old primary (its lease
+        # replicated) holds its run back only until the lease expires, then goes out again.
+        relay = Relay(
+            relay_store, sink, batch_size=50, poll_interval=0.2, backoff_max=0.5, lease_seconds=3
+        )
         relaying = asyncio.create_task(relay.run_forever())
         stack.push_async_callback(asyncio.wait_for, relaying, 30)
         stack.callback(relay.stop)
@@ -234,7 +238,9 @@ async def test_writes_resume_on_the_same_store_after_the_standby_is_promoted(
             f"the relay to deliver all {len(stored)} events",
         )
 
-        # Its LISTEN connection found the new primary too: a waiter sleeps until a write.
+        # Its LISTEN connection found the new primary too: with nothing left to claim, a waiter
+        # sleeps until a write wakes it.
+        await eventually(lambda: outbox_settled(relay_store), 30, "the outbox to settle")
         waiter = asyncio.create_task(relay_store.wait_for_outbox(30))
         await asyncio.sleep(0.5)
         assert not waiter.done()
@@ -273,6 +279,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def outbox_settled(store: Any) -> bool:
+    """Whether every record is delivered and marked (none pending, none leased)."""
+    stats = await store.outbox_stats()
+    return bool(stats.pending == 0 and stats.in_flight == 0)
 
 
 async def run_ids(store: Any) -> set[str]:
