@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlsplit
 
 from .errors import InvalidInput
 
@@ -43,6 +43,10 @@ _SECRET_NAMES = frozenset({"key", "sig", "code"})
 # Known secrets shorter than this are masked only where they stand in a URL: replacing one or
 # two characters everywhere in a message would garble it without protecting anything.
 _MIN_KNOWN_SECRET = 3
+# How deep URLs inside URL parameters (a PostgreSQL store's ``read_url``) are searched.
+_MAX_NESTING = 3
+# What stays readable when a masked URL is put back into a parameter value.
+_NESTED_SAFE = ":/@*,"
 
 
 def is_secret_parameter(name: str) -> bool:
@@ -54,10 +58,17 @@ def is_secret_parameter(name: str) -> bool:
 def _mask_parameter(match: re.Match[str]) -> str:
     if match["value"] and is_secret_parameter(match["key"]):
         return match["head"] + MASK
+    inner = unquote(match["value"])
+    if "://" in inner:
+        # A URL inside a parameter (read_url=postgresql%3A%2F%2Fuser%3Apass%40host...): its
+        # own secrets are hidden, percent-encoded again so the outer URL still reads right.
+        masked = mask_url(inner)
+        if masked != inner:
+            return match["head"] + quote(masked, safe=_NESTED_SAFE)
     return match[0]
 
 
-def _known_secrets(url: str) -> set[str]:
+def _known_secrets(url: str, depth: int = 0) -> set[str]:
     """Every secret a URL carries, in each spelling a driver might echo it.
 
     Read by hand rather than with urlsplit, which refuses some malformed URLs (a bad IPv6
@@ -75,10 +86,12 @@ def _known_secrets(url: str) -> set[str]:
         for key, value in parse_qsl(part, keep_blank_values=True):
             if value and is_secret_parameter(key):
                 found.add(value)
+            elif "://" in value and depth < _MAX_NESTING:
+                found |= _known_secrets(value, depth + 1)
         found.update(m["value"] for m in _PARAMETER.finditer(part) if is_secret_parameter(m["key"]))
     spellings = set()
     for secret in found:
-        spellings.update({secret, unquote(secret), unquote_plus(secret)})
+        spellings.update({secret, unquote(secret), unquote_plus(secret), quote(secret, safe="")})
     return {s for s in spellings if len(s) >= _MIN_KNOWN_SECRET and s != MASK}
 
 

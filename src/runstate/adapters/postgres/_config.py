@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-from ..._url import StoreUrl, mask_url
+from ..._url import StoreUrl, mask_url, parse_store_url
 from ..._validation import DEFAULT_MAX_PAYLOAD_BYTES, MAX_LEASE_SECONDS, check_max_payload_bytes
 from ...errors import InvalidInput
 
@@ -34,8 +35,17 @@ SUPPORTED_OPTIONS = frozenset(
         "connect_timeout",
         "pgbouncer",
         "write_statements",
+        "read_url",
+        "replica_reads",
     }
 )
+#: What ``replica_reads`` may say: ``catalog`` sends list_runs, read_feed, feed_head and
+#: outbox_stats to ``read_url``; ``all`` sends list_events and get_run_metadata_by_run_id too
+#: (for processes that never write: they may read a run older than their own last write).
+REPLICA_READS = ("catalog", "all")
+# target_session_attrs that may pick a server refusing writes: the store URL is where writes
+# go, so these belong on read_url.
+_READ_ONLY_TARGETS = frozenset({"standby", "prefer-standby", "read-only"})
 # Connection parameters asyncpg itself understands in a DSN; they pass through untouched.
 _DRIVER_QUERY_PARAMS = frozenset(
     {
@@ -106,6 +116,9 @@ class PostgresConfig:
     connect_timeout: float
     write_statements: int
     pgbouncer: bool = False
+    #: Where lag-tolerant reads go (``read_url``): same options, its own DSN; or ``None``.
+    read: PostgresConfig | None = None
+    replica_reads: str = "catalog"
 
     @property
     def trace_namespace(self) -> str:
@@ -160,6 +173,7 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
     parts = urlsplit(url.raw)
     _check_location(url, parts.netloc, parts.path)
     _check_driver_query(driver_query)
+    _target_writer(parts.netloc, driver_query)
 
     cache_size = _int(
         merged.get("statement_cache_size", DEFAULT_STATEMENT_CACHE_SIZE),
@@ -186,7 +200,7 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
         minimum=1,
     )
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(driver_query), ""))
-    return PostgresConfig(
+    config = PostgresConfig(
         dsn=dsn,
         masked_url=url.masked,
         raw_url=url.raw,
@@ -202,7 +216,71 @@ def parse_config(url: StoreUrl, options: dict[str, Any]) -> PostgresConfig:
         ),
         write_statements=write_statements,
         pgbouncer=pgbouncer,
+        replica_reads=_choice(merged.get("replica_reads", "catalog"), "replica_reads"),
     )
+    read_url = merged.get("read_url")
+    if read_url in (None, ""):
+        return config
+    return dataclasses.replace(config, read=_read_config(read_url, config))
+
+
+def _host_count(netloc: str, query: dict[str, str]) -> int:
+    hosts = netloc.rpartition("@")[2]
+    return max(len(hosts.split(",")), len(query.get("host", "").split(",")))
+
+
+def _target_writer(netloc: str, query: dict[str, str]) -> None:
+    """Make a URL of several hosts pick the one that takes writes; refuse one that would not.
+
+    libpq and asyncpg connect to the first host that answers (``any``) unless told otherwise:
+    after a failover that can be the old primary come back as a standby, where every write
+    fails. With several hosts the store therefore asks for ``read-write`` by default.
+    """
+    target = query.get("target_session_attrs")
+    if target in _READ_ONLY_TARGETS:
+        raise InvalidInput(
+            f"{target!r} may pick a server that refuses writes; the store URL is where writes "
+            "go: use read-write (or primary), and send reads to a standby with read_url",
+            field="target_session_attrs",
+        )
+    if target is None and _host_count(netloc, query) > 1:
+        query["target_session_attrs"] = "read-write"
+
+
+def _read_config(value: object, config: PostgresConfig) -> PostgresConfig:
+    """The connection of ``read_url``: its own hosts and driver parameters, the store's options.
+
+    Several hosts without ``target_session_attrs`` mean ``prefer-standby``: a standby when
+    one answers, else whichever server does.
+    """
+    if not isinstance(value, str) or "://" not in value:
+        shown = repr(mask_url(value, value)) if isinstance(value, str) else type(value).__name__
+        raise InvalidInput(f"must be a postgresql:// URL, got {shown}", field="read_url")
+    read = parse_store_url(value)
+    if read.scheme not in ("postgresql", "postgres"):
+        raise InvalidInput(f"must be a postgresql:// URL, got {read.masked!r}", field="read_url")
+    own = sorted(set(read.query) - _DRIVER_QUERY_PARAMS)
+    if own:
+        names = ", ".join(mask_url(name)[:60] for name in own)
+        raise InvalidInput(
+            f"read_url takes driver URL parameters only, not {names}: the store's own options "
+            "(schema, pool_size, timeouts...) come from the store URL and apply to both",
+            field="read_url",
+        )
+    parts = urlsplit(read.raw)
+    _check_location(read, parts.netloc, parts.path)
+    query = dict(read.query)
+    _check_driver_query(query)
+    if "target_session_attrs" not in query and _host_count(parts.netloc, query) > 1:
+        query["target_session_attrs"] = "prefer-standby"
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), ""))
+    return dataclasses.replace(config, dsn=dsn, masked_url=read.masked, raw_url=read.raw)
+
+
+def _choice(value: object, name: str) -> str:
+    if value not in REPLICA_READS:
+        raise InvalidInput(f"must be one of {', '.join(REPLICA_READS)}, got {value!r}", field=name)
+    return str(value)
 
 
 def _check_location(url: StoreUrl, netloc: str, path: str) -> None:

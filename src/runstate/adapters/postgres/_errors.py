@@ -17,8 +17,10 @@ from ...errors import InvalidInput, RunStateError, StoreUnavailable
 
 # Failures a retry cannot fix: credentials, missing database, missing privileges, bad config.
 _PERMANENT_SQLSTATES = frozenset({"28000", "28P01", "3D000", "42501", "3F000"})
-# Everything transient: connection exceptions, resources, operator intervention, rollbacks.
-_RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40", "55", "58")
+# Everything transient: connection exceptions, resources, operator intervention, rollbacks,
+# and a server that turned read-only (25006: fenced during a failover, or a standby): the
+# connection is dropped (see ``must_reconnect``) and the next one finds the new primary.
+_RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40", "55", "58", "25006")
 # No such function, table or schema: the store's schema is missing or was never migrated.
 _MISSING_OBJECT_SQLSTATES = frozenset({"42883", "42P01", "3F000"})
 
@@ -44,6 +46,15 @@ def is_connection_loss(exc: BaseException) -> bool:
         | asyncpg.exceptions.InternalClientError
         | ConnectionError,
     ) or (isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc))
+
+
+def must_reconnect(exc: BaseException) -> bool:
+    """True when the connection must not be used again: its protocol state is unknown, or its
+    server refuses writes (a primary fenced or demoted under it)."""
+    return isinstance(
+        exc,
+        asyncpg.exceptions.InternalClientError | asyncpg.exceptions.ReadOnlySQLTransactionError,
+    )
 
 
 def translate_error(

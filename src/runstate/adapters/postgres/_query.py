@@ -130,7 +130,9 @@ class RunQueries:
 
         def _check_open(self) -> None: ...
 
-        async def _read(self, action: str, sql: str, *args: Any) -> list[Any]: ...
+        async def _read(
+            self, action: str, sql: str, *args: Any, replica: bool = False
+        ) -> list[Any]: ...
 
     async def query_runs(
         self,
@@ -145,7 +147,7 @@ class RunQueries:
         self._check_open()
         query = check_run_query(filter, order_by, descending, limit, cursor)
         sql, params = query_sql(self.schema, query)
-        rows = summaries_from_rows(await self._read("query_runs", sql, *params))
+        rows = summaries_from_rows(await self._read("query_runs", sql, *params, replica=True))
         runs, next_cursor = page_of(query, rows)
         return RunListPage(runs=runs, next_cursor=next_cursor)
 
@@ -154,7 +156,7 @@ class RunQueries:
         self._check_open()
         sql, params = count_sql(self.schema, check_run_filter(filter))
         counts = count_template()
-        for row in await self._read("count_runs_by_status", sql, *params):
+        for row in await self._read("count_runs_by_status", sql, *params, replica=True):
             if row["status"] in counts:
                 counts[row["status"]] = row["n"]
         return counts

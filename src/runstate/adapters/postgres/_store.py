@@ -46,11 +46,12 @@ from ._batch import (
     WriteBatcher,
 )
 from ._config import PostgresConfig
-from ._errors import DRIVER_ERRORS, is_connection_loss, translate_error, translated
+from ._errors import DRIVER_ERRORS, is_connection_loss, must_reconnect, translate_error, translated
 from ._listen import NOTIFY_CHANNEL, OutboxListener, OutboxPoller
 from ._migrate import migrate
 from ._queries import schema_queries
 from ._query import RunQueries
+from ._replica import ReplicaReads
 from ._rows import (
     RAW_TIMESTAMP_CODEC,
     append_result,
@@ -96,6 +97,10 @@ class PostgresStore(StoreBase, RunQueries):
     def __init__(self, config: PostgresConfig, pool: Any) -> None:
         self._config = config
         self._pool = pool
+        # read_url (set by open): where list_runs, read_feed, feed_head and outbox_stats go
+        # (with replica_reads=all, list_events and get_run_metadata_by_run_id too).
+        self._replica: ReplicaReads | None = None
+        self._all_reads_on_replica = config.read is not None and config.replica_reads == "all"
         self._q = schema_queries(config.schema)
         self._max_payload_bytes = config.max_payload_bytes
         self._acquire_timeout = config.command_timeout
@@ -153,10 +158,17 @@ class PostgresStore(StoreBase, RunQueries):
             with translated(config.raw_url, "migrating", schema=config.schema):
                 async with pool.acquire(timeout=config.connect_timeout) as connection:
                     await migrate(connection, config.schema)
+            store = cls(config, pool)
+            if config.read is not None:
+                reads = ReplicaReads.open(config.read, store._on_primary, _keep_session)
+                store._replica = await reads
         except BaseException:
             pool.terminate()
             raise
-        return cls(config, pool)
+        return store
+
+    async def _on_primary(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
+        return await self._run(action, work, retry=True)
 
     async def _connect_listener(self) -> Any:
         return await asyncpg.connect(self._config.dsn, **self._config.connect_kwargs())
@@ -165,6 +177,8 @@ class PostgresStore(StoreBase, RunQueries):
         """Close the LISTEN connection and the pool."""
         await self._listener.close()
         await self._kept.close()
+        if self._replica is not None:
+            await self._replica.close()
         try:
             await asyncio.wait_for(self._pool.close(), 10.0)
         except (*DRIVER_ERRORS,):
@@ -193,13 +207,12 @@ class PostgresStore(StoreBase, RunQueries):
                     result = await work(connection)
                     kept = keep and self._kept.keep(connection)
                     return result
-                except asyncpg.exceptions.InternalClientError:
-                    # A client-side protocol error leaves the connection in an unknown state;
-                    # the pool no longer sends the reset query that would have failed on it
-                    # (see _keep_session), so never hand it on. Timeouts and cancellations
-                    # are not ended this way: asyncpg cancels the statement on the server
-                    # and waits for that before the connection is reused.
-                    connection.terminate()
+                except DRIVER_ERRORS as exc:
+                    # Never hand on a connection in an unknown protocol state (the pool sends
+                    # no reset query, see _keep_session) or on a server fenced read-only. Not
+                    # timeouts or cancellations: asyncpg cancels the statement server-side.
+                    if must_reconnect(exc):
+                        connection.terminate()
                     raise
                 finally:
                     if not kept:
@@ -279,8 +292,9 @@ class PostgresStore(StoreBase, RunQueries):
 
     # -- reads ------------------------------------------------------------------------
 
-    async def _read(self, action: str, sql: str, *args: Any) -> list[Any]:
-        """Fetch a read's rows; reads get one retry after a lost connection.
+    async def _read(self, action: str, sql: str, *args: Any, replica: bool = False) -> list[Any]:
+        """Fetch a read's rows (on the read_url server with ``replica``); reads get one retry
+        after a lost connection.
 
         When the driver cannot decode a row (a date past year 9999, written outside
         runstate), the whole result fails in the driver: the rows are read again with raw
@@ -291,10 +305,11 @@ class PostgresStore(StoreBase, RunQueries):
             rows: list[Any] = await connection.fetch(sql, *args)
             return rows
 
+        run = self._replica.run if replica and self._replica is not None else self._on_primary
         try:
-            return await self._run(action, work, retry=True)
+            return await run(action, work)
         except _RESULT_DECODE_ERRORS:
-            return await self._run(action, _raw_timestamps(sql, args))
+            return await run(action, _raw_timestamps(sql, args))
 
     async def list_events(
         self, run_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -303,14 +318,16 @@ class PostgresStore(StoreBase, RunQueries):
         self._check_open()
         check_identifier(run_id, "run_id")
         check_page(after_seq, limit)
-        rows = await self._read("list_events", self._q["list_events"], run_id, after_seq, limit)
+        sql, on_replica = self._q["list_events"], self._all_reads_on_replica
+        rows = await self._read("list_events", sql, run_id, after_seq, limit, replica=on_replica)
         return events_from_rows(rows, skip=False)
 
     async def get_run_metadata_by_run_id(self, run_id: str) -> RunMetadata | None:
         """Return the run's metadata, or ``None`` if the run does not exist."""
         self._check_open()
         check_identifier(run_id, "run_id")
-        rows = await self._read("get_run_metadata_by_run_id", self._q["get_metadata"], run_id)
+        sql, on_replica = self._q["get_metadata"], self._all_reads_on_replica
+        rows = await self._read("get_run_metadata_by_run_id", sql, run_id, replica=on_replica)
         return decode_one(rows[0], metadata_from_row, run_id) if rows else None
 
     # -- catalog -----------------------------------------------------------------------
@@ -328,14 +345,16 @@ class PostgresStore(StoreBase, RunQueries):
         self._check_open()
         check_run_filters(workflow, tenant_id, created_after, limit, offset)
         args = (workflow, tenant_id, created_after, limit, offset)
-        return summaries_from_rows(await self._read("list_runs", self._q["list_runs"], *args))
+        rows = await self._read("list_runs", self._q["list_runs"], *args, replica=True)
+        return summaries_from_rows(rows)
 
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in commit-safe order."""
         self._check_open()
         check_feed_limit(limit)
         after = parse_feed_cursor(cursor)
-        rows = await self._read("read_feed", self._q["read_feed"], after[0], after[1], limit)
+        args = (after[0], after[1], limit)
+        rows = await self._read("read_feed", self._q["read_feed"], *args, replica=True)
         return feed_page(rows, after)
 
     async def feed_head(self) -> str:
@@ -346,7 +365,8 @@ class PostgresStore(StoreBase, RunQueries):
         async def work(connection: Any) -> str:
             return str(await connection.fetchval(sql))
 
-        return f"{await self._run('feed_head', work, retry=True)}:0"
+        run = self._replica.run if self._replica is not None else self._on_primary
+        return f"{await run('feed_head', work)}:0"
 
     # -- outbox ------------------------------------------------------------------------
 
@@ -448,7 +468,7 @@ class PostgresStore(StoreBase, RunQueries):
     async def outbox_stats(self) -> OutboxStats:
         """Summarize the outbox: pending, in flight, dead, delivered, oldest pending."""
         self._check_open()
-        (row,) = await self._read("outbox_stats", self._q["stats"])
+        (row,) = await self._read("outbox_stats", self._q["stats"], replica=True)
         return stats_from_row(row)
 
     async def store_id(self) -> str:

@@ -1,0 +1,161 @@
+"""A private PostgreSQL primary and streaming standby for the failover tests.
+
+Both run from temporary folders on free loopback ports, made with the server binaries
+(``initdb``, ``pg_basebackup -R``, ``pg_ctl``), as the ``postgres`` user when the tests run as
+root (the server refuses root). Replication is synchronous (``synchronous_standby_names``), so
+every commit the primary acknowledges is on the standby too. The shared server on 5432 is
+never touched; everything here is stopped by its own data folder in a finaliser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Where Debian installs the server binaries; the newest version present is used.
+_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+_STANDBY_NAME = "rs_standby"
+_SETTINGS = """
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{folder}'
+max_connections = 60
+shared_buffers = 16MB
+fsync = off
+full_page_writes = off
+wal_level = replica
+max_wal_senders = 4
+wal_keep_size = 64MB
+hot_standby = on
+hot_standby_feedback = on
+synchronous_commit = on
+synchronous_standby_names = '{standby}'
+wal_receiver_status_interval = 1
+logging_collector = off
+"""
+
+
+def find_server_binaries() -> Path | None:
+    """The folder of ``initdb``/``pg_ctl``/``pg_basebackup``, or ``None`` if not installed."""
+    folders = sorted(glob.glob(_BIN_GLOB), key=lambda p: int(Path(p).parent.name), reverse=True)
+    for folder in folders:
+        if os.access(os.path.join(folder, "initdb"), os.X_OK):
+            return Path(folder)
+    return None
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Server:
+    """One server of the pair: its data folder and port."""
+
+    data: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The URL of its ``postgres`` database as user ``postgres``."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+
+class ServerPair:
+    """A primary and its synchronous standby; ``stop_primary`` and ``promote`` fail over."""
+
+    def __init__(self, binaries: Path, folder: Path) -> None:
+        self._bin = binaries
+        self._folder = folder
+        self.primary = Server(data=folder / "primary", port=free_port())
+        self.standby = Server(data=folder / "standby", port=free_port())
+        self._running: set[Path] = set()
+
+    def _run(self, *command: str, timeout: float = 60) -> None:
+        argv = [str(self._bin / command[0]), *command[1:]]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            raise RuntimeError(f"{command[0]} failed ({done.returncode}): {output[-2000:]}")
+
+    def _start(self, server: Server) -> None:
+        log = self._folder / f"{server.data.name}.log"
+        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(server.data), "-l", str(log))
+        self._running.add(server.data)
+
+    def start(self) -> None:
+        """initdb the primary, start it, clone the standby with ``pg_basebackup -R``, start it."""
+        self._run("initdb", "-D", str(self.primary.data), "-U", "postgres", "-A", "trust",
+                  "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
+        settings = _SETTINGS.format(
+            port=self.primary.port, folder=self._folder, standby=_STANDBY_NAME
+        )
+        with (self.primary.data / "postgresql.conf").open("a") as conf:
+            conf.write(settings)
+        with (self.primary.data / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication postgres 127.0.0.1/32 trust\n")
+        self._start(self.primary)
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port),
+                  "-U", "postgres", "-D", str(self.standby.data), "-R", "-X", "stream",
+                  "--no-sync", "-c", "fast",
+                  "-d", f"application_name={_STANDBY_NAME}")  # fmt: skip
+        with (self.standby.data / "postgresql.conf").open("a") as conf:
+            # Promoted, it has no standby of its own: were it to keep the primary's
+            # synchronous_standby_names, every commit would wait for one forever.
+            conf.write(f"port = {self.standby.port}\nsynchronous_standby_names = ''\n")
+        self._start(self.standby)
+
+    def stop_primary(self, mode: str = "immediate") -> None:
+        """Stop the primary (``immediate``: as a crash would, nothing flushed or said)."""
+        self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.primary.data))
+        self._running.discard(self.primary.data)
+
+    def stop_standby(self) -> None:
+        """Stop the standby (fast: its connections are told and closed)."""
+        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.standby.data))
+        self._running.discard(self.standby.data)
+
+    def promote(self) -> None:
+        """Promote the standby and wait until it accepts writes."""
+        self._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.standby.data))
+
+    def stop_all(self) -> None:
+        """Stop whatever still runs; never raises."""
+        for data in list(self._running):
+            with contextlib.suppress(Exception):
+                self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(data))
+            self._running.discard(data)
+
+
+@contextlib.contextmanager
+def running_pair() -> Iterator[ServerPair]:
+    """Run a primary and a synchronous standby in a temporary folder; stop and delete them."""
+    binaries = find_server_binaries()
+    if binaries is None:
+        raise FileNotFoundError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+    folder = Path(tempfile.mkdtemp(prefix="rs-pg-pair-"))
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    pair = ServerPair(binaries, folder)
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.stop_all()
+        shutil.rmtree(folder, ignore_errors=True)
