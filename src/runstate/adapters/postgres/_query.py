@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..._validation import check_run_filters
 from ...errors import UnreadableRecord
-from ...types import DeadLetter, RunFilter, RunListPage, RunOrder
+from ...types import DeadLetter, RunFilter, RunListPage, RunOrder, RunSummary
 from .._catalog import (
     RunQuery,
     check_dead_letter_page,
@@ -120,7 +122,7 @@ def dead_letter_from_row(row: Mapping[str, Any]) -> DeadLetter:
 
 
 class RunQueries:
-    """``query_runs``, ``count_runs_by_status`` and ``list_dead_letters`` of ``PostgresStore``."""
+    """The catalog reads of ``PostgresStore``: run queries and lists, dead letters, the store id."""
 
     if TYPE_CHECKING:
         _q: Mapping[str, str]
@@ -175,3 +177,25 @@ class RunQueries:
             lambda row, exc: UnreadableRecord(row["run_id"], seq=row["seq"], reason=reason(exc)),
             skip=True,
         )
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        tenant_id: str | None = None,
+        created_after: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunSummary]:
+        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
+        self._check_open()
+        check_run_filters(workflow, tenant_id, created_after, limit, offset)
+        args = (workflow, tenant_id, created_after, limit, offset)
+        rows = await self._read("list_runs", self._q["list_runs"], *args, replica=True)
+        return summaries_from_rows(rows)
+
+    async def store_id(self) -> str:
+        """Return the id generated when this store's schema was created."""
+        self._check_open()
+        (row,) = await self._read("store_id", self._q["store_id"])
+        return str(row[0])

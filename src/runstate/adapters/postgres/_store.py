@@ -19,7 +19,6 @@ from ..._validation import (
     check_outbox_ids,
     check_page,
     check_purge,
-    check_run_filters,
     check_wait_timeout,
 )
 from ...errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
@@ -33,7 +32,6 @@ from ...types import (
     RunEventInput,
     RunEventPersisted,
     RunMetadata,
-    RunSummary,
 )
 from .._base import StoreBase, first_occurrences
 from .._decode import decode_one
@@ -62,7 +60,6 @@ from ._rows import (
     parse_feed_cursor,
     records_from_rows,
     stats_from_row,
-    summaries_from_rows,
 )
 
 T = TypeVar("T")
@@ -332,22 +329,6 @@ class PostgresStore(StoreBase, RunQueries):
 
     # -- catalog -----------------------------------------------------------------------
 
-    async def list_runs(
-        self,
-        *,
-        workflow: str | None = None,
-        tenant_id: str | None = None,
-        created_after: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunSummary]:
-        """Return runs newest first (``created_at``, then ``run_id``, descending)."""
-        self._check_open()
-        check_run_filters(workflow, tenant_id, created_after, limit, offset)
-        args = (workflow, tenant_id, created_after, limit, offset)
-        rows = await self._read("list_runs", self._q["list_runs"], *args, replica=True)
-        return summaries_from_rows(rows)
-
     async def read_feed(self, *, cursor: str | None = None, limit: int = 500) -> FeedPage:
         """Return events of every run committed after ``cursor``, in commit-safe order."""
         self._check_open()
@@ -470,12 +451,6 @@ class PostgresStore(StoreBase, RunQueries):
         self._check_open()
         (row,) = await self._read("outbox_stats", self._q["stats"], replica=True)
         return stats_from_row(row)
-
-    async def store_id(self) -> str:
-        """Return the id generated when this store's schema was created."""
-        self._check_open()
-        (row,) = await self._read("store_id", self._q["store_id"])
-        return str(row[0])
 
     async def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
