@@ -13,9 +13,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .._validation import CheckedMetadata
 from ..types import (
     JSON,
     DeadLetter,
+    RunBootstrapInput,
     RunEventPersisted,
     RunMetadata,
     RunSummary,
@@ -23,7 +25,7 @@ from ..types import (
     new_run_metadata,
     new_run_summary,
 )
-from ._base import OutboxWaiters
+from ._base import OutboxWaiters, is_same_bootstrap, unique_first_event_ids
 from ._catalog import RunQuery, SummaryState, count_template
 
 
@@ -248,3 +250,27 @@ def dead_letters(data: MemoryData, run_id: str | None, limit: int, after: int) -
             )
         )
     return letters
+
+
+def same_bootstrap_as_stored(input: RunBootstrapInput, existing: RunData) -> bool:
+    """Tell whether a refused bootstrap asked for exactly the run already stored."""
+    wanted = len(unique_first_event_ids(input))
+    stored_ids = [event.event_id for event in existing.events[:wanted]]
+    return is_same_bootstrap(input, existing.metadata, stored_ids)
+
+
+def stored_metadata_copy(checked: CheckedMetadata) -> RunMetadata:
+    """The metadata to store for a checked bootstrap, sharing nothing with the caller's."""
+    # The validation's private copies, so later mutation by the caller cannot reach the store.
+    metadata = checked.metadata
+    return new_run_metadata(
+        metadata.run_id,
+        metadata.workflow,
+        metadata.workflow_version,
+        metadata.tenant_id,
+        metadata.parent_run_id,
+        checked.input,
+        checked.labels,
+        checked.created_at,
+        metadata.schema_version,
+    )

@@ -21,7 +21,6 @@ from .._url import StoreUrl
 from .._validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     CheckedEvent,
-    CheckedMetadata,
     check_append,
     check_bootstrap,
     check_claim,
@@ -53,10 +52,9 @@ from ..types import (
     RunSummary,
     new_append_result,
     new_persisted_event,
-    new_run_metadata,
     utc_now,
 )
-from ._base import StoreBase, is_same_bootstrap, unique_first_event_ids
+from ._base import StoreBase
 from ._catalog import (
     check_dead_letter_page,
     check_run_filter,
@@ -72,8 +70,10 @@ from ._memory_data import (
     copy_stored_metadata,
     count_statuses,
     dead_letters,
+    same_bootstrap_as_stored,
     select_runs,
     shared_data,
+    stored_metadata_copy,
     summary_of,
 )
 
@@ -126,8 +126,12 @@ class MemoryStore(StoreBase):
             run_id = checked_metadata.metadata.run_id
             existing = self._runs.get(run_id)
             if existing is not None:
-                raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
-            return self._append(run_id, RunData(_copy_metadata(checked_metadata)), checked_events)
+                raise RunAlreadyExists(
+                    run_id, same_request=same_bootstrap_as_stored(input, existing)
+                )
+            return self._append(
+                run_id, RunData(stored_metadata_copy(checked_metadata)), checked_events
+            )
 
     @traced_write("append_and_enqueue_tx")
     async def append_and_enqueue_tx(
@@ -489,25 +493,3 @@ class MemoryStore(StoreBase):
         check_dead_letter_page(run_id, limit, after_outbox_id)
         with self._lock:
             return dead_letters(self._data, run_id, limit, after_outbox_id or 0)
-
-
-def _is_same_bootstrap(input: RunBootstrapInput, existing: RunData) -> bool:
-    wanted = len(unique_first_event_ids(input))
-    stored_ids = [event.event_id for event in existing.events[:wanted]]
-    return is_same_bootstrap(input, existing.metadata, stored_ids)
-
-
-def _copy_metadata(checked: CheckedMetadata) -> RunMetadata:
-    # The validation's private copies, so later mutation by the caller cannot reach the store.
-    metadata = checked.metadata
-    return new_run_metadata(
-        metadata.run_id,
-        metadata.workflow,
-        metadata.workflow_version,
-        metadata.tenant_id,
-        metadata.parent_run_id,
-        checked.input,
-        checked.labels,
-        checked.created_at,
-        metadata.schema_version,
-    )

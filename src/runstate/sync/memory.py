@@ -47,11 +47,12 @@ from runstate.adapters._memory_data import (
     copy_stored_metadata,
     count_statuses,
     dead_letters,
+    same_bootstrap_as_stored,
     select_runs,
     shared_data,
+    stored_metadata_copy,
     summary_of,
 )
-from runstate.adapters.memory import _copy_metadata, _is_same_bootstrap
 from runstate.errors import ConcurrencyConflict, RunAlreadyExists, RunNotFound
 from runstate.tracing import current_trace_context, traced_write
 from runstate.types import (
@@ -122,8 +123,12 @@ class MemoryStore(SyncStoreBase):
             run_id = checked_metadata.metadata.run_id
             existing = self._runs.get(run_id)
             if existing is not None:
-                raise RunAlreadyExists(run_id, same_request=_is_same_bootstrap(input, existing))
-            return self._append(run_id, RunData(_copy_metadata(checked_metadata)), checked_events)
+                raise RunAlreadyExists(
+                    run_id, same_request=same_bootstrap_as_stored(input, existing)
+                )
+            return self._append(
+                run_id, RunData(stored_metadata_copy(checked_metadata)), checked_events
+            )
 
     @traced_write("append_and_enqueue_tx")
     def append_and_enqueue_tx(
