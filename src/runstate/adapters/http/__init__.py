@@ -4,6 +4,7 @@ Needs httpx (the ``http``, ``server`` or ``webhook`` extra).
 """
 
 from ...wire.problems import AccessDenied
-from ._store import TOKEN_ENV_VAR, HttpStore, open_http_store
+from ._open import open_http_store
+from ._store import TOKEN_ENV_VAR, HttpStore
 
 __all__ = ["TOKEN_ENV_VAR", "AccessDenied", "HttpStore", "open_http_store"]
