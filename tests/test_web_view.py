@@ -26,9 +26,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium, headless, for the whole session."""
+    """Debian's Chromium, headless, once (the only module that drives a browser).
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the test
+    thread while it is started, which would break every asyncio test collected after this one.
+    """
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing (Debian: apt-get install chromium)"
         if IN_CI:
