@@ -143,9 +143,7 @@ class HttpStore(StoreBase):
                 method,
                 path,
                 content=content,
-                params=None
-                if params is None
-                else tuple(dict(params).items() if isinstance(params, Mapping) else params),
+                params=_query(params),
                 headers=_JSON_HEADERS if content is not None else None,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
             )
@@ -484,3 +482,12 @@ def _positive_number(value: object) -> float:
     if not number > 0 or number == float("inf"):
         raise InvalidInput("must be a positive number of seconds", field="timeout")
     return number
+
+
+def _query(
+    params: Mapping[str, str] | list[tuple[str, str]] | None,
+) -> tuple[tuple[str, str], ...] | None:
+    # Pairs, so that a parameter may repeat (status=A&status=B).
+    if params is None:
+        return None
+    return tuple(params.items() if isinstance(params, Mapping) else params)
