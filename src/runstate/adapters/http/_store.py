@@ -150,9 +150,7 @@ class HttpStore(StoreBase):
                 method,
                 path,
                 content=content,
-                params=None
-                if params is None
-                else tuple(dict(params).items() if isinstance(params, Mapping) else params),
+                params=_query(params),
                 headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
             )
@@ -442,3 +440,12 @@ class HttpStore(StoreBase):
         await self._call(
             "POST", "/v1/outbox/wait", body={"timeout": chunk}, timeout=chunk + self._timeout
         )
+
+
+def _query(
+    params: Mapping[str, str] | list[tuple[str, str]] | None,
+) -> tuple[tuple[str, str], ...] | None:
+    # Pairs, so that a parameter may repeat (status=A&status=B).
+    if params is None:
+        return None
+    return tuple(params.items() if isinstance(params, Mapping) else params)

@@ -145,7 +145,7 @@ BEGIN
         SELECT t.run_id, t.first_seq - 1, coalesce(s.status, 'QUEUED'),
                coalesce(s.attempt, 1), s.started_at, s.finished_at
           FROM touched AS t
-          LEFT JOIN run_summaries AS s ON s.run_id = t.run_id
+          LEFT JOIN run_summaries AS s ON s.run_id = (t.run_id COLLATE "C")
         UNION ALL
         SELECT w.run_id, e.seq,
            coalesce(l.to_status, w.status),
