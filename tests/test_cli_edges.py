@@ -226,3 +226,46 @@ async def test_relay_run_once_raises_the_store_error_itself(tmp_path: Path) -> N
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command of the tree, as the words that name it (the root is [])."""
+    import typer
+
+    from runstate.cli import app
+
+    paths: list[list[str]] = []
+
+    def walk(command: object, words: list[str]) -> None:
+        paths.append(words)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*words, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_flag_reads_as_a_flag_in_help() -> None:
+    from typer.testing import CliRunner
+
+    from runstate.cli import app
+
+    paths = _command_paths()
+    assert ["relay"] in paths
+    assert ["outbox", "status"] in paths
+    for words in paths:
+        result = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (words, result.output)
+        # A flag takes no value: the help shows `--once`, never `--once <bool>`.
+        assert "<bool>" not in result.output, (words, result.output)
+    help_text = CliRunner().invoke(app, ["relay", "--help"], env={"COLUMNS": "200"}).output
+    assert "--once " in help_text
+    assert "--metrics-host" in help_text
+
+
+def test_a_flag_given_a_value_is_a_usage_error_as_the_help_says() -> None:
+    result = run("relay", "--sink", "stdout://", "--once", "true")
+    assert result.returncode == 2
+    assert result.stderr.startswith("runstate: error: ")
+    assert "extra argument(s) (true)" in result.stderr
+    assert result.stderr.count("\n") == 1

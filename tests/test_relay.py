@@ -112,7 +112,7 @@ async def test_message_ids_and_envelopes(store_factory: StoreFactory) -> None:
     assert [e["id"] for e in recorder.received] == ["env-0:1", "env-0:2"]
     assert [e["eventid"] for e in recorder.received] == [e.event_id for e in events]
     # The source names the store: its id, made with the store, distinct from any other's.
-    source = f"runstate://{await store.store_id()}"
+    source = f"runstate://{await outbox(store).store_id()}"
     assert all(e["workflow"] == "wf" and e["source"] == source for e in recorder.received)
 
 

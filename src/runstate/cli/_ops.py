@@ -165,6 +165,10 @@ async def relay_command(
 def _serve_metrics(host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
+    from ..relay import default_metrics
+
+    default_metrics()  # registered now, so the first scrape already has every relay metric
+
     try:
         start_http_server(port, addr=host)
     except (OSError, UnicodeError) as exc:

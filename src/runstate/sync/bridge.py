@@ -395,6 +395,11 @@ class BridgedFullStore(BridgedStore):
         self._check_open()
         return self._runner.run(self._store.outbox_stats())  # type: ignore[no-any-return]
 
+    def store_id(self) -> str:
+        """Return the store's id: made once with the store, never changed, distinct per store."""
+        self._check_open()
+        return self._runner.run(self._store.store_id())  # type: ignore[no-any-return]
+
     def purge_delivered(self, *, older_than: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` records delivered before ``older_than``; return how many."""
         self._check_open()

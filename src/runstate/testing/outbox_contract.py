@@ -121,6 +121,19 @@ class OutboxContract(ContractBase):
         stats = await outbox.outbox_stats()
         assert stats.delivered >= 1
 
+    async def test_store_id_is_stable_and_shared_by_every_handle(
+        self, store: RunStateStore, second_store: RunStateStore
+    ) -> None:
+        # The relay's default CloudEvents source: it must not change between calls, handles,
+        # processes or restarts of one store.
+        store_id = await as_outbox(store).store_id()
+        assert type(store_id) is str
+        assert store_id
+        assert store_id.isprintable()
+        assert " " not in store_id
+        assert await as_outbox(store).store_id() == store_id
+        assert await as_outbox(second_store).store_id() == store_id
+
     async def test_wait_for_outbox_wakes_on_write(self, store: RunStateStore) -> None:
         outbox = as_outbox(store)
         run_id = new_run_id()

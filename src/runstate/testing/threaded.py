@@ -202,6 +202,11 @@ class ThreadedStore:
         count: int = await in_thread(self.sync.redrive_dead_letters, run_id=run_id)
         return count
 
+    async def store_id(self) -> str:
+        """Call the synchronous ``store_id`` on a thread."""
+        store_id: str = await in_thread(self.sync.store_id)
+        return store_id
+
     async def outbox_stats(self) -> OutboxStats:
         """Call the synchronous ``outbox_stats`` on a thread."""
         stats: OutboxStats = await in_thread(self.sync.outbox_stats)
