@@ -56,8 +56,11 @@ TRACER_NAME = "runstate"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# A proxy until the application sets its tracer provider, then that provider's tracer.
-_tracer: Any = None if _trace is None else _trace.get_tracer(TRACER_NAME)
+# The tracer of use_tracer_provider's provider, if one was given; else the global provider's,
+# looked up again whenever the global provider changes (None while it is the API's proxy).
+_explicit: Any = None
+_provider: Any = None
+_tracer: Any = None
 
 
 def use_tracer_provider(provider: Any | None) -> None:
@@ -66,13 +69,26 @@ def use_tracer_provider(provider: Any | None) -> None:
     For applications (and tests) that keep a tracer provider of their own rather than
     setting OpenTelemetry's global one. Without OpenTelemetry this does nothing.
     """
-    global _tracer
-    if _trace is None:
-        return
-    if provider is None:
-        _tracer = _trace.get_tracer(TRACER_NAME)
-    else:
-        _tracer = provider.get_tracer(TRACER_NAME)
+    global _explicit
+    if _trace is not None:
+        _explicit = None if provider is None else provider.get_tracer(TRACER_NAME)
+
+
+def _active_tracer() -> Any:
+    """The tracer to record with now, or ``None`` while no SDK is configured.
+
+    Unconfigured, the API's spans are no-ops that keep the caller's context current, which
+    changes nothing that skipping them would not: so they are skipped, and cost nothing.
+    """
+    global _provider, _tracer
+    if _explicit is not None:
+        return _explicit
+    provider = _trace.get_tracer_provider()
+    if provider is not _provider:
+        no_op = isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+        _tracer = None if no_op else provider.get_tracer(TRACER_NAME)
+        _provider = provider
+    return _tracer
 
 
 def current_trace_context() -> tuple[str, str | None] | None:
@@ -132,7 +148,10 @@ def _wrap(
 
         @functools.wraps(function)
         async def traced_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with _tracer.start_as_current_span(
+            tracer = _active_tracer()
+            if tracer is None:
+                return await function(self, *args, **kwargs)
+            with tracer.start_as_current_span(
                 span_name(self), kind=kind, attributes=attributes(self, args, kwargs)
             ) as span:
                 try:
@@ -148,7 +167,10 @@ def _wrap(
 
     @functools.wraps(function)
     def traced_sync(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _tracer.start_as_current_span(
+        tracer = _active_tracer()
+        if tracer is None:
+            return function(self, *args, **kwargs)
+        with tracer.start_as_current_span(
             span_name(self), kind=kind, attributes=attributes(self, args, kwargs)
         ) as span:
             try:
@@ -250,7 +272,8 @@ class PublishTracer:
 
     def start(self, batch: Sequence[OutboxRecord]) -> list[Any] | None:
         """Start one span per record (``None`` without OpenTelemetry)."""
-        if _tracer is None:
+        tracer = None if _trace is None else _active_tracer()
+        if tracer is None:
             return None
         spans = []
         for record in batch:
@@ -263,7 +286,7 @@ class PublishTracer:
             destination = self.destination(record)
             event = record.event
             spans.append(
-                _tracer.start_span(
+                tracer.start_span(
                     f"send {destination}",
                     context=parent,
                     kind=_trace.SpanKind.PRODUCER,
