@@ -67,6 +67,18 @@ _SAFE_INTERPOLATIONS = {
     "column",
     "function",
     "first + n",
+    # The run-query builders (adapters/postgres/_query.py, adapters/sqlite/_query.py): fixed
+    # fragments chosen by the validated filter (column lists, the quoted schema, a join, the
+    # AND of conditions that each hold only placeholders, ASC/DESC); every value is bound.
+    "_COLUMNS",
+    "quoted",
+    "join",
+    "where",
+    "order",
+    "on",
+    "direction",
+    "len(params)",
+    "' AND '.join(conditions)",
 }
 
 
@@ -150,7 +162,9 @@ def test_sql_files_use_no_dynamic_sql() -> None:
     assert files
     for path in files:
         text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))
-        for match in re.finditer(r"\bEXECUTE\b[^;]*", text, flags=re.IGNORECASE):
+        # A trigger's EXECUTE FUNCTION names a function; it runs no SQL text.
+        dynamic = r"\bEXECUTE\b(?!\s+(?:FUNCTION|PROCEDURE)\b)[^;]*"
+        for match in re.finditer(dynamic, text, flags=re.IGNORECASE):
             statement = match.group(0)
             assert "||" not in statement, f"{path}: {statement}"
             assert "USING" in statement.upper() or "%I" in statement, f"{path}: {statement}"
