@@ -49,8 +49,16 @@ async def _turns(count: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-def _batcher(server: ScriptedServer, statements: int) -> WriteBatcher:
-    return WriteBatcher(server.run, action="test", codec=EchoCodec(), max_in_flight=statements)
+def _batcher(server: ScriptedServer, statements: int, *, at_once: bool = False) -> WriteBatcher:
+    # The sharing rules are observed with the lone-writer shortcut off: with it, the first of
+    # several writers ready together goes out alone (tested on its own below).
+    return WriteBatcher(
+        server.run,
+        action="test",
+        codec=EchoCodec(),
+        max_in_flight=statements,
+        lone_writer_at_once=at_once,
+    )
 
 
 async def test_writes_ready_together_share_one_statement() -> None:
@@ -118,7 +126,7 @@ async def test_a_held_write_goes_out_when_the_other_statement_ends() -> None:
 
 async def test_a_lone_write_goes_out_at_once_when_nothing_else_is_out() -> None:
     server = ScriptedServer()
-    batcher = _batcher(server, statements=4)
+    batcher = _batcher(server, statements=4, at_once=True)
     call = asyncio.ensure_future(batcher.submit("only", ("only",)))
     await _turns()
     assert server.sent == [["only"]]
@@ -159,3 +167,17 @@ async def test_a_run_is_never_in_two_statements_at_once() -> None:
     assert server.sent == [["run"], ["run"]]
     server.finish(1)
     assert await second == ("run", 2)
+
+
+async def test_with_the_shortcut_the_first_goes_alone_and_the_rest_share_the_next() -> None:
+    server = ScriptedServer()
+    batcher = _batcher(server, statements=1, at_once=True)
+    calls = [asyncio.ensure_future(batcher.submit(f"run-{n}", (f"run-{n}",))) for n in range(6)]
+    await _turns()
+    assert server.sent == [["run-0"]]
+    server.finish(0)
+    await _turns()
+    assert server.sent[1] == [f"run-{n}" for n in range(1, 6)]
+    server.finish(1)
+    assert await asyncio.gather(*calls) == [(f"run-{n}",) for n in range(6)]
+    assert batcher.idle

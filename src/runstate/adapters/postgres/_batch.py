@@ -199,8 +199,11 @@ class WriteBatcher:
         max_batch: int = 32,
         on_idle: Callable[[], None] = lambda: None,
         trace_sql: str | None = None,
+        lone_writer_at_once: bool = True,
     ) -> None:
         self._run = run
+        # False only to observe the batching alone (tests/test_write_batcher.py).
+        self._lone_writer_at_once = lone_writer_at_once
         self._trace_sql = trace_sql
         self._on_idle = on_idle
         self._action = action
@@ -221,7 +224,7 @@ class WriteBatcher:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending and not self._in_flight:
+        if self._lone_writer_at_once and not self._pending and not self._in_flight:
             # A lone writer: nothing to share a statement with, so it writes in its own task
             # at once, without a task, a flush or a loop iteration in between (a quarter of
             # its client CPU). Writers arriving meanwhile queue and go out when it ends.
