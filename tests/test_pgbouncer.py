@@ -211,6 +211,6 @@ async def test_every_function_pins_its_search_path(schema: str) -> None:
         )
     finally:
         await admin.close()
-    assert len(rows) == 6
+    assert len(rows) == 7  # with the summary trigger and runstate_event_traces
     for row in rows:
         assert f'search_path="{schema}"' in row["proconfig"], row["proname"]
