@@ -64,9 +64,6 @@ def utc_column(value: Any) -> datetime:
     return result
 
 
-_utc = utc_column
-
-
 def event_rows(events: list[CheckedEvent]) -> list[list[Any]]:
     """The batch functions' events, one JSON-ready list each: id, type, payload (JSON
     text), schema version, occurred_at (ISO 8601 in UTC, or ``None``)."""
@@ -125,8 +122,8 @@ def event_from_row(row: Mapping[str, Any]) -> RunEventPersisted:
         payload=load_payload(row["payload"]),
         event_id=row["event_id"],
         schema_version=row["schema_version"],
-        occurred_at=None if occurred_at is None else _utc(occurred_at),
-        recorded_at=_utc(row["recorded_at"]),
+        occurred_at=None if occurred_at is None else utc_column(occurred_at),
+        recorded_at=utc_column(row["recorded_at"]),
     )
 
 
@@ -149,7 +146,7 @@ def record_from_row(row: Mapping[str, Any]) -> OutboxRecord:
         workflow=row["workflow"],
         attempts=row["attempts"],
         lease_owner=row["lease_owner"],
-        lease_expires_at=None if expires is None else _utc(expires),
+        lease_expires_at=None if expires is None else utc_column(expires),
         traceparent=row["traceparent"],
         tracestate=row["tracestate"],
     )
@@ -183,7 +180,7 @@ def stats_from_row(row: Mapping[str, Any]) -> OutboxStats:
     """Build the outbox summary from the row of the ``stats`` query."""
     oldest = row["oldest_pending_at"]
     try:
-        oldest_at = None if oldest is None else _utc(oldest)
+        oldest_at = None if oldest is None else utc_column(oldest)
     except DECODE_ERRORS:
         oldest_at = None  # a statistic: a damaged row's time is unknown, not an error
     return OutboxStats(
@@ -205,7 +202,7 @@ def metadata_from_row(row: Mapping[str, Any]) -> RunMetadata:
         parent_run_id=row["parent_run_id"],
         input=_loads(row["input"]),
         labels=load_labels(row["labels"]),
-        created_at=_utc(row["created_at"]),
+        created_at=utc_column(row["created_at"]),
         schema_version=row["schema_version"],
     )
 
@@ -216,11 +213,11 @@ def summary_from_row(row: Mapping[str, Any]) -> RunSummary:
     return RunSummary(
         metadata=metadata_from_row(row),
         last_seq=row["last_seq"],
-        updated_at=_utc(row["updated_at"]),
+        updated_at=utc_column(row["updated_at"]),
         status=row["status"],
         attempt=row["attempt"],
-        started_at=None if started is None else _utc(started),
-        finished_at=None if finished is None else _utc(finished),
+        started_at=None if started is None else utc_column(started),
+        finished_at=None if finished is None else utc_column(finished),
     )
 
 
