@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -60,31 +61,31 @@ async def redis_stream() -> AsyncIterator[tuple[str, Any]]:
         await client.aclose()
 
 
-async def _write(store_url: str, started: Callable[[], Awaitable[bool]]) -> None:
-    """Every run starts with one event; the other nine arrive in rounds while relays run."""
-    async with open_store(store_url) as store:
-        await asyncio.gather(
-            *(
-                store.bootstrap_run_tx(
-                    RunBootstrapInput(
-                        metadata=RunMetadata(run_id=f"run-{i:03d}", workflow="scale"),
-                        first_events=[RunEventInput(type="Step", payload={"n": 1})],
-                    )
+async def _bootstrap_all(store: Any) -> None:
+    """Every run starts with one event."""
+    await asyncio.gather(
+        *(
+            store.bootstrap_run_tx(
+                RunBootstrapInput(
+                    metadata=RunMetadata(run_id=f"run-{i:03d}", workflow="scale"),
+                    first_events=[RunEventInput(type="Step", payload={"n": 1})],
                 )
-                for i in range(RUNS)
             )
+            for i in range(RUNS)
         )
-        await _wait_until(started, 60, "the relays to start delivering")
-        for n in range(2, EVENTS_PER_RUN + 1):
-            await asyncio.gather(
-                *(
-                    store.append_and_enqueue_tx(
-                        f"run-{i:03d}", [RunEventInput(type="Step", payload={"n": n})]
-                    )
-                    for i in range(RUNS)
-                )
+    )
+
+
+async def _append_round(store: Any, n: int) -> None:
+    """Event ``n`` of every run, written at once: a backlog of RUNS records for the relays."""
+    await asyncio.gather(
+        *(
+            store.append_and_enqueue_tx(
+                f"run-{i:03d}", [RunEventInput(type="Step", payload={"n": n})]
             )
-            await asyncio.sleep(0.1)
+            for i in range(RUNS)
+        )
+    )
 
 
 async def _entries(client: Any, key: str) -> list[dict[str, Any]]:
@@ -114,18 +115,27 @@ async def test_three_relays_divide_the_work_and_survive_a_sigkill(
         start_relay(url, sink, tmp_path / f"relay{i}.log", *options)
         for i, url in enumerate([first_url, store_url, store_url])
     ]
+    total = RUNS * EVENTS_PER_RUN
     try:
-        writer = asyncio.create_task(_write(store_url, lambda: _longer_than(client, key, 1)))
-        total = RUNS * EVENTS_PER_RUN
-        await _wait_until(lambda: _longer_than(client, key, total // 4), 60, "a quarter delivered")
-        # SIGKILL one relay in the middle of the drain, between a publish and its record.
-        unrecorded = await _kill_between_publish_and_record(
-            store_url, relays[0], client, key, marked
-        )
-        killed_at = time.monotonic()
-        await writer
         async with open_store(store_url) as store:
             assert isinstance(store, OutboxStore)
+            await _bootstrap_all(store)
+            await _wait_until(lambda: _longer_than(client, key, 1), 60, "the first delivery")
+            rounds = iter(range(2, EVENTS_PER_RUN + 1))
+            for n in itertools.islice(rounds, 3):
+                await _append_round(store, n)
+                await asyncio.sleep(0.1)
+            await _wait_until(lambda: _longer_than(client, key, total // 4), 60, "a quarter")
+            # SIGKILL one relay in the middle of the drain, between a publish and its record.
+            # Each attempt follows a fresh round, so the relays are busy with its backlog.
+            unrecorded: set[str] = set()
+            async with _record_trap(store_url, marked) as kill_while_recording:
+                for n in rounds:
+                    await _append_round(store, n)
+                    if not unrecorded:
+                        unrecorded = await kill_while_recording(relays[0], client, key)
+                        killed_at = time.monotonic()
+            assert unrecorded, "the relay never held a published record after a round"
             await _wait_until(lambda: _drained(store), 60, "the outbox to drain")
             drained_after = time.monotonic() - killed_at
             reports = [relay.report(signal.SIGTERM) for relay in relays[1:]]
@@ -173,83 +183,117 @@ def _check_consumer_view(entries: list[dict[str, Any]], total: int) -> int:
     return repeats
 
 
-LeasedBy = Callable[[int], Coroutine[Any, Any, set[str]]]
+KillWhileRecording = Callable[[RelayProcess, Any, str], Coroutine[Any, Any, set[str]]]
 
 
 @contextlib.asynccontextmanager
-async def _outbox_locked(store_url: str, marked: str) -> AsyncIterator[LeasedBy]:
-    """Hold the outbox against every writer (relays' claims and records wait), and yield a
-    reader of the message ids a relay process (by PID) holds leases on.
+async def _record_trap(store_url: str, marked: str) -> AsyncIterator[KillWhileRecording]:
+    """Yield an attempt to SIGKILL a relay after the broker acknowledged some records and
+    before it recorded them; it returns those records' ids, or an empty set if it missed.
 
-    PostgreSQL notices a client that died only when it next writes to it, so a killed relay's
-    statement queued behind the lock would still run when the lock lifts. The sessions named
-    ``marked`` are ended before it lifts: a relay killed right after the broker acknowledged
-    and before it recorded the delivery, the crash this test is about.
+    On PostgreSQL the relay whose sessions are named ``marked`` is caught for certain: a
+    trigger holds its deliveries' record on an advisory lock this test keeps, so it waits
+    with its publish acknowledged; the test then kills it and ends its sessions (PostgreSQL
+    notices a dead client only when it next writes to it, so the held statement would
+    otherwise run when the lock lifts). SQLite has no waiting trigger: the attempt locks the
+    database for a moment, which catches the relay if a publish was under way.
     """
     if store_url.startswith("sqlite:"):
         path = store_url.removeprefix("sqlite:///")
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
 
-        async def sqlite_leased(pid: int) -> set[str]:
-            rows = await asyncio.to_thread(
-                lambda: connection.execute(
-                    "SELECT run_id, seq FROM runstate_outbox "
-                    "WHERE lease_owner LIKE ? AND delivered_at IS NULL",
-                    (f"relay-%-{pid}-%",),
-                ).fetchall()
-            )
-            return {f"{run_id}:{seq}" for run_id, seq in rows}
+        async def sqlite_attempt(relay: RelayProcess, client: Any, key: str) -> set[str]:
+            # A few short tries while the round's backlog lasts; each holds the lock long
+            # enough for a publish under way to be acknowledged, well under the lease.
+            for _ in range(3):
+                published = await _sqlite_try(path, relay, client, key)
+                if published:
+                    return published
+                await asyncio.sleep(0.03)
+            return set()
 
-        try:
-            yield sqlite_leased
-        finally:
-            await asyncio.to_thread(connection.execute, "COMMIT")
-            connection.close()
+        yield sqlite_attempt
         return
     import asyncpg
 
     schema = store_url.rsplit("schema=", 1)[1]
     admin = await asyncpg.connect(POSTGRES_URL)
     try:
-        async with admin.transaction():
-            await admin.execute(f'LOCK TABLE "{schema}".run_outbox IN SHARE MODE')
+        await admin.execute(f'SET search_path TO "{schema}"')
+        await admin.execute(_HOLD_RECORDS_SQL)
+        await admin.execute("SELECT pg_advisory_lock(hashtext($1))", schema)
 
-            async def postgres_leased(pid: int) -> set[str]:
-                rows = await admin.fetch(
-                    f'SELECT run_id, seq FROM "{schema}".run_outbox '  # noqa: S608
-                    "WHERE lease_owner LIKE $1 AND delivered_at IS NULL",
-                    f"relay-%-{pid}-%",
-                )
-                return {f"{row['run_id']}:{row['seq']}" for row in rows}
-
-            yield postgres_leased
+        async def postgres_attempt(relay: RelayProcess, client: Any, key: str) -> set[str]:
+            deadline = time.monotonic() + 10
+            while not await admin.fetchval(_HELD_SQL, marked):
+                if time.monotonic() > deadline:
+                    return set()
+                await asyncio.sleep(0.01)
+            rows = await admin.fetch(
+                "SELECT run_id, seq FROM run_outbox "
+                "WHERE lease_owner LIKE $1 AND delivered_at IS NULL",
+                f"relay-%-{relay.process.pid}-%",
+            )
+            held = {f"{row['run_id']}:{row['seq']}" for row in rows}
+            published = {entry["id"] for entry in await _entries(client, key)} & held
+            relay.kill()
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = $1",
                 marked,
             )
+            return published
+
+        yield postgres_attempt
     finally:
+        with contextlib.suppress(Exception):
+            await admin.execute("DROP TRIGGER IF EXISTS rs_test_hold_records ON run_outbox")
         await admin.close()
 
 
-async def _kill_between_publish_and_record(
-    store_url: str, relay: RelayProcess, client: Any, key: str, marked: str
-) -> set[str]:
-    """SIGKILL ``relay`` while it holds leases on records it already published; return them.
-
-    With the outbox locked, every relay's next claim or record waits; a relay whose publish
-    was under way is then stuck between the broker's acknowledgement and recording it.
-    """
-    for _ in range(40):
-        async with _outbox_locked(store_url, marked) as leased_by:
-            await asyncio.sleep(0.15)
-            held = await leased_by(relay.process.pid)
+async def _sqlite_try(path: str, relay: RelayProcess, client: Any, key: str) -> set[str]:
+    """Lock the database; if ``relay`` holds leases, wait for one of them to reach the
+    broker (it then waits to record it) and SIGKILL the relay."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
+        rows = await asyncio.to_thread(
+            lambda: connection.execute(
+                "SELECT run_id, seq FROM runstate_outbox "
+                "WHERE lease_owner LIKE ? AND delivered_at IS NULL",
+                (f"relay-%-{relay.process.pid}-%",),
+            ).fetchall()
+        )
+        held = {f"{run_id}:{seq}" for run_id, seq in rows}
+        deadline = time.monotonic() + 0.8
+        published: set[str] = set()
+        while held and not published and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
             published = {entry["id"] for entry in await _entries(client, key)} & held
-            if published:
-                relay.kill()
-                return published
-        # Long enough for every relay's queued claims and records to get through: none of
-        # the surviving relays' leases may run out while they wait for this test.
-        await asyncio.sleep(0.3)
-    raise AssertionError("the relay never held a published record")
+        if published:
+            relay.kill()
+        await asyncio.to_thread(connection.execute, "COMMIT")
+        return published
+    finally:
+        connection.close()
+
+
+# Sessions named rs-killed-* wait on this schema's advisory lock before marking a record
+# delivered; everyone else passes (the shared lock is free unless the test holds it).
+_HOLD_RECORDS_SQL = """
+CREATE FUNCTION rs_test_hold_records() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('application_name') LIKE 'rs-killed-%' THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtext(TG_TABLE_SCHEMA));
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER rs_test_hold_records BEFORE UPDATE OF delivered_at ON run_outbox
+    FOR EACH ROW WHEN (OLD.delivered_at IS NULL AND NEW.delivered_at IS NOT NULL)
+    EXECUTE FUNCTION rs_test_hold_records();
+"""
+
+_HELD_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                WHERE application_name = $1 AND wait_event_type = 'Lock'
+                  AND wait_event = 'advisory')
+"""
