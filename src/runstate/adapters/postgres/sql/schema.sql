@@ -136,42 +136,72 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $fn$
+DECLARE
+    e record;
+    v_run text;
+    v_known boolean;
+    v_status text;
+    v_attempt integer;
+    v_started timestamptz;
+    v_finished timestamptz;
+    v_seq bigint;
+    v_updated timestamptz;
+    v_to text;
+    v_terminal boolean;
 BEGIN
-    WITH RECURSIVE touched AS (
-        SELECT n.run_id, min(n.seq) AS first_seq, max(n.seq) AS last_seq
-          FROM new_events AS n
-         GROUP BY n.run_id
-    ), walk (run_id, seq, status, attempt, started_at, finished_at) AS (
-        SELECT t.run_id, t.first_seq - 1, coalesce(s.status, 'QUEUED'),
-               coalesce(s.attempt, 1), s.started_at, s.finished_at
-          FROM touched AS t
-          LEFT JOIN run_summaries AS s ON s.run_id = (t.run_id COLLATE "C")
-        UNION ALL
-        SELECT w.run_id, e.seq,
-           coalesce(l.to_status, w.status),
-           w.attempt + (l.to_status IS NOT NULL AND e.type = 'RunRetryScheduled')::integer,
-           CASE WHEN w.started_at IS NULL AND l.to_status IS NOT NULL
-                     AND e.type = 'RunStarted'
-                THEN coalesce(e.occurred_at, e.recorded_at) ELSE w.started_at END,
-           CASE WHEN l.terminal THEN coalesce(e.occurred_at, e.recorded_at)
-                ELSE w.finished_at END
-          FROM walk AS w
-          JOIN new_events AS e ON e.run_id = w.run_id AND e.seq = w.seq + 1
-          LEFT JOIN runstate_lifecycle AS l
-                 ON l.from_status = w.status AND l.event_type = e.type
-    )
-    INSERT INTO run_summaries AS s (run_id, workflow, tenant_id, created_at, status, attempt,
-                                    last_seq, updated_at, started_at, finished_at)
-    SELECT w.run_id, m.workflow, m.tenant_id, m.created_at, w.status, w.attempt, w.seq,
-           e.recorded_at, w.started_at, w.finished_at
-      FROM walk AS w
-      JOIN touched AS t ON t.run_id = w.run_id AND t.last_seq = w.seq
-      JOIN new_events AS e ON e.run_id = w.run_id AND e.seq = w.seq
-      JOIN run_metadata AS m ON m.run_id = w.run_id
-    ON CONFLICT (run_id) DO UPDATE
-       SET status = excluded.status, attempt = excluded.attempt, last_seq = excluded.last_seq,
-           updated_at = excluded.updated_at, started_at = excluded.started_at,
-           finished_at = excluded.finished_at;
+    -- The trailing row without a run writes the last run's summary.
+    FOR e IN SELECT n.run_id, n.seq, n.type, coalesce(n.occurred_at, n.recorded_at) AS at,
+                    n.recorded_at
+               FROM new_events AS n
+             UNION ALL
+             SELECT NULL, NULL, NULL, NULL, NULL
+             ORDER BY 1 NULLS LAST, 2
+    LOOP
+        IF v_run IS DISTINCT FROM e.run_id THEN
+            IF v_known THEN
+                UPDATE run_summaries
+                   SET status = v_status, attempt = v_attempt, last_seq = v_seq,
+                       updated_at = v_updated, started_at = v_started, finished_at = v_finished
+                 WHERE run_id = (v_run COLLATE "C");
+            ELSIF v_run IS NOT NULL THEN
+                INSERT INTO run_summaries (run_id, workflow, tenant_id, created_at, status,
+                                           attempt, last_seq, updated_at, started_at,
+                                           finished_at)
+                SELECT m.run_id, m.workflow, m.tenant_id, m.created_at, v_status, v_attempt,
+                       v_seq, v_updated, v_started, v_finished
+                  FROM run_metadata AS m
+                 WHERE m.run_id = v_run;
+            END IF;
+            EXIT WHEN e.run_id IS NULL;
+            v_run := e.run_id;
+            SELECT s.status, s.attempt, s.started_at, s.finished_at
+              INTO v_status, v_attempt, v_started, v_finished
+              FROM run_summaries AS s
+             WHERE s.run_id = (v_run COLLATE "C");
+            v_known := FOUND;
+            IF NOT v_known THEN
+                v_status := 'QUEUED';
+                v_attempt := 1;
+            END IF;
+        END IF;
+        SELECT l.to_status, l.terminal INTO v_to, v_terminal
+          FROM runstate_lifecycle AS l
+         WHERE l.from_status = v_status AND l.event_type = e.type;
+        IF FOUND THEN
+            v_status := v_to;
+            IF e.type = 'RunRetryScheduled' THEN
+                v_attempt := v_attempt + 1;
+            END IF;
+            IF v_started IS NULL AND e.type = 'RunStarted' THEN
+                v_started := e.at;
+            END IF;
+            IF v_terminal THEN
+                v_finished := e.at;
+            END IF;
+        END IF;
+        v_seq := e.seq;
+        v_updated := e.recorded_at;
+    END LOOP;
     RETURN NULL;
 END
 $fn$;
@@ -251,6 +281,8 @@ LANGUAGE plpgsql
 -- Generic plans: with custom plans every call would plan its statements again.
 SET plan_cache_mode = force_generic_plan
 SET search_path FROM CURRENT
+-- By key only: a generic plan made while the tables are small would keep sequential scans.
+SET enable_seqscan = off
 AS $fn$
 BEGIN
     IF jsonb_array_length(p_batch) <> (SELECT count(DISTINCT r ->> 0)
@@ -355,6 +387,8 @@ CREATE FUNCTION runstate_append_batch(
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 SET search_path FROM CURRENT
+-- By key only: a generic plan made while the tables are small would keep sequential scans.
+SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_workflows text[];
@@ -417,10 +451,12 @@ BEGIN
     ), tops AS (
         SELECT f.n, max(f.run_id) AS run_id, max(f.seq) AS top FROM fresh AS f GROUP BY f.n
     ), moved AS (
+        -- The key list makes the scan of run_metadata a probe per run at any table size.
         UPDATE run_metadata AS m
            SET last_seq = t.top
           FROM tops AS t
          WHERE m.run_id = t.run_id
+           AND m.run_id = ANY (ARRAY(SELECT t2.run_id FROM tops AS t2))
     )
     SELECT (SELECT coalesce(array_agg(f.candidate::integer ORDER BY f.position), '{}')
               FROM fresh AS f),
@@ -466,6 +502,8 @@ LANGUAGE plpgsql
 -- Generic plans: with custom plans every call would plan its statements again.
 SET plan_cache_mode = force_generic_plan
 SET search_path FROM CURRENT
+-- By key only: a generic plan made while the tables are small would keep sequential scans.
+SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_left integer := p_limit;
