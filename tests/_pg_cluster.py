@@ -1,10 +1,12 @@
-"""A private PostgreSQL primary and streaming standby for the failover tests.
+"""Private PostgreSQL servers for tests that stop, restart or fail over a whole server.
 
-Both run from temporary folders on free loopback ports, made with the server binaries
+A lone server (the restart test) or a primary with a streaming standby (the failover tests)
+runs from a temporary folder on free loopback ports, made with the server binaries
 (``initdb``, ``pg_basebackup -R``, ``pg_ctl``), as the ``postgres`` user when the tests run as
-root (the server refuses root). Replication is synchronous (``synchronous_standby_names``), so
-every commit the primary acknowledges is on the standby too. The shared server on 5432 is
-never touched; everything here is stopped by its own data folder in a finaliser.
+root (the server refuses root). The pair's replication is synchronous
+(``synchronous_standby_names``), so every commit the primary acknowledges is on the standby
+too. The shared server on 5432 is never touched; everything here is stopped by its own data
+folder in a finaliser.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from _processes import free_port
 
 #: Where Debian installs the server binaries; the newest version present is used.
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -44,6 +47,15 @@ logging_collector = off
 """
 
 
+_LONE_SETTINGS = """
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{folder}'
+fsync = off
+logging_collector = off
+"""
+
+
 def find_server_binaries() -> Path | None:
     """The folder of ``initdb``/``pg_ctl``/``pg_basebackup``, or ``None`` if not installed."""
     folders = sorted(glob.glob(_BIN_GLOB), key=lambda p: int(Path(p).parent.name), reverse=True)
@@ -51,14 +63,6 @@ def find_server_binaries() -> Path | None:
         if os.access(os.path.join(folder, "initdb"), os.X_OK):
             return Path(folder)
     return None
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,14 +78,12 @@ class Server:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
 
-class ServerPair:
-    """A primary and its synchronous standby; ``stop_primary`` and ``promote`` fail over."""
+class _Servers:
+    """Servers in one folder, run by the server binaries; ``stop_all`` stops what still runs."""
 
     def __init__(self, binaries: Path, folder: Path) -> None:
         self._bin = binaries
         self._folder = folder
-        self.primary = Server(data=folder / "primary", port=free_port())
-        self.standby = Server(data=folder / "standby", port=free_port())
         self._running: set[Path] = set()
 
     def _run(self, *command: str, timeout: float = 60) -> None:
@@ -94,19 +96,77 @@ class ServerPair:
             raise RuntimeError(f"{command[0]} failed ({done.returncode}): {output[-2000:]}")
 
     def _start(self, server: Server) -> None:
-        log = self._folder / f"{server.data.name}.log"
-        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(server.data), "-l", str(log))
+        self._run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(server.data), "-l", self._log(server)
+        )
         self._running.add(server.data)
+
+    def _log(self, server: Server) -> str:
+        return str(self._folder / f"{server.data.name}.log")
+
+    def _initdb(self, server: Server, settings: str) -> None:
+        self._run("initdb", "-D", str(server.data), "-U", "postgres", "-A", "trust",
+                  "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
+        with (server.data / "postgresql.conf").open("a") as conf:
+            conf.write(settings)
+
+    def stop_all(self) -> None:
+        """Stop whatever still runs; never raises."""
+        for data in list(self._running):
+            with contextlib.suppress(Exception):
+                self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(data))
+            self._running.discard(data)
+
+
+class LoneServer(_Servers):
+    """One server of the test's own; ``restart`` takes it down and up on the same port."""
+
+    def __init__(self, binaries: Path, folder: Path) -> None:
+        super().__init__(binaries, folder)
+        self.server = Server(data=folder / "data", port=free_port())
+
+    @property
+    def url(self) -> str:
+        """The URL of its ``postgres`` database as user ``postgres``."""
+        return self.server.url
+
+    def start(self) -> None:
+        """initdb the server and start it."""
+        self._initdb(self.server, _LONE_SETTINGS.format(port=self.server.port, folder=self._folder))
+        self._start(self.server)
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` ends sessions) and start it again; wait until it is up."""
+        data = str(self.server.data)
+        self._run(
+            "pg_ctl",
+            "restart",
+            "-w",
+            "-t",
+            "60",
+            "-m",
+            mode,
+            "-D",
+            data,
+            "-l",
+            self._log(self.server),
+        )
+
+
+class ServerPair(_Servers):
+    """A primary and its synchronous standby; ``stop_primary`` and ``promote`` fail over."""
+
+    def __init__(self, binaries: Path, folder: Path) -> None:
+        super().__init__(binaries, folder)
+        self.primary = Server(data=folder / "primary", port=free_port())
+        self.standby = Server(data=folder / "standby", port=free_port())
 
     def start(self) -> None:
         """initdb the primary, start it, clone the standby with ``pg_basebackup -R``, start it."""
-        self._run("initdb", "-D", str(self.primary.data), "-U", "postgres", "-A", "trust",
-                  "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
         settings = _SETTINGS.format(
             port=self.primary.port, folder=self._folder, standby=_STANDBY_NAME
         )
-        with (self.primary.data / "postgresql.conf").open("a") as conf:
-            conf.write(settings)
+        self._initdb(self.primary, settings)
         with (self.primary.data / "pg_hba.conf").open("a") as hba:
             hba.write("host replication postgres 127.0.0.1/32 trust\n")
         self._start(self.primary)
@@ -134,28 +194,46 @@ class ServerPair:
         """Promote the standby and wait until it accepts writes."""
         self._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.standby.data))
 
-    def stop_all(self) -> None:
-        """Stop whatever still runs; never raises."""
-        for data in list(self._running):
-            with contextlib.suppress(Exception):
-                self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(data))
-            self._running.discard(data)
+
+@contextlib.contextmanager
+def _private_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder the ``postgres`` user owns (under root); deleted afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _binaries() -> Path:
+    binaries = find_server_binaries()
+    if binaries is None:
+        raise FileNotFoundError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+    return binaries
 
 
 @contextlib.contextmanager
 def running_pair() -> Iterator[ServerPair]:
     """Run a primary and a synchronous standby in a temporary folder; stop and delete them."""
-    binaries = find_server_binaries()
-    if binaries is None:
-        raise FileNotFoundError("PostgreSQL server binaries not found under /usr/lib/postgresql")
-    folder = Path(tempfile.mkdtemp(prefix="rs-pg-pair-"))
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        os.chown(folder, account.pw_uid, account.pw_gid)
-    pair = ServerPair(binaries, folder)
-    try:
-        pair.start()
-        yield pair
-    finally:
-        pair.stop_all()
-        shutil.rmtree(folder, ignore_errors=True)
+    with _private_folder("rs-pg-pair-") as folder:
+        pair = ServerPair(_binaries(), folder)
+        try:
+            pair.start()
+            yield pair
+        finally:
+            pair.stop_all()
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[LoneServer]:
+    """Run one server in a temporary folder; stop and delete it."""
+    with _private_folder("rs-pg-") as folder:
+        server = LoneServer(_binaries(), folder)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop_all()
