@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from _processes import free_port
+from conftest import IN_CI
 
 #: Where Debian installs the server binaries; the newest version present is used.
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -206,6 +209,15 @@ def _private_folder(prefix: str) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def require_server_binaries() -> None:
+    """Skip the test without the server binaries; under CI fail it (a missing tool)."""
+    if find_server_binaries() is None:
+        message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
+        pytest.skip(message)
 
 
 def _binaries() -> Path:

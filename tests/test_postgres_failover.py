@@ -23,8 +23,7 @@ from urllib.parse import quote
 import asyncpg
 import pytest
 
-from _pg_cluster import ServerPair, find_server_binaries, running_pair
-from conftest import IN_CI
+from _pg_cluster import ServerPair, require_server_binaries, running_pair
 from runstate import (
     InvalidInput,
     RunAlreadyExists,
@@ -47,11 +46,7 @@ PASSWORD = "failover-pw-31337"  # trust authentication ignores it; it must never
 @pytest.fixture
 def pair() -> Iterator[ServerPair]:
     """A fresh primary + synchronous standby; skipped (failed under CI) without the binaries."""
-    if find_server_binaries() is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: a missing tool is a failure)")
-        pytest.skip(message)
+    require_server_binaries()
     with running_pair() as servers:
         yield servers
 

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from _pg_cluster import LoneServer, find_server_binaries, running_server
+from _pg_cluster import LoneServer, require_server_binaries, running_server
 from conftest import IN_CI
 from runstate import RunEventInput, StoreUnavailable, open_store
 from runstate.adapters.postgres import PostgresStore
@@ -44,11 +44,7 @@ async def _outbox_by_run(postgres_url: str, schema: str) -> dict[str, int]:
 
 async def test_server_restart_during_load_fails_retryably_then_heals() -> None:
     # A server of the test's own: restarting the shared one would break every other test.
-    if find_server_binaries() is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: a missing service is a failure)")
-        pytest.skip(message)
+    require_server_binaries()
     with running_server() as server:
         await _restart_during_load(server)
 
