@@ -24,10 +24,15 @@ _SCAN = re.compile(
 )
 
 
-async def _explained(connection: Any, sql: str, *args: Any) -> list[str]:
-    """Run ``sql`` with auto_explain on nested statements; return the plans it reported."""
+async def _explained(connection: Any, sql: str, first: list[Any], second: list[Any]) -> list[str]:
+    """Call ``sql`` with ``first``, then with ``second`` on the session's cached generic
+    plans, and return the plans auto_explain reported for the second call's statements."""
     notices: list[str] = []
-    connection.add_log_listener(lambda _conn, message: notices.append(str(message)))
+
+    def listener(_connection: Any, message: Any) -> None:
+        notices.append(str(message))
+
+    connection.add_log_listener(listener)
     await connection.execute("LOAD 'auto_explain'")
     for setting in (
         "auto_explain.log_min_duration = 0",
@@ -38,11 +43,13 @@ async def _explained(connection: Any, sql: str, *args: Any) -> list[str]:
         "client_min_messages = notice",
     ):
         await connection.execute(f"SET {setting}")
-    # Twice: the second call runs on the session's cached generic plans.
-    await connection.fetch(sql, *args[0])
-    notices.clear()
-    await connection.fetch(sql, *args[1])
-    await connection.execute("RESET client_min_messages")
+    try:
+        await connection.fetch(sql, *first)
+        notices.clear()
+        await connection.fetch(sql, *second)
+    finally:
+        await connection.execute("RESET client_min_messages")
+        connection.remove_log_listener(listener)
     return notices
 
 
