@@ -288,6 +288,7 @@ async def test_back_to_back_writes_keep_their_connection_and_give_it_back_when_i
     postgres_url: str, schema: str
 ) -> None:
     store = await _open(postgres_url, schema, pool_size=3)
+    store._kept._linger = 0.05  # a short linger keeps the test quick
     try:
         run_id = new_run_id()
         await store.bootstrap_run_tx(bootstrap_input(run_id))
@@ -308,12 +309,39 @@ async def test_back_to_back_writes_keep_their_connection_and_give_it_back_when_i
             )
         # The bootstrap's connection may serve them all: the writers never fell idle.
         assert from_pool[0] <= 1
-        # Idle writers hold nothing: the whole pool is free for reads again.
-        for _ in range(20):
+        # Writers idle for the linger hold nothing: the whole pool is free again.
+        for _ in range(100):
             if store._pool.get_idle_size() == store._pool.get_size():
                 break
             await asyncio.sleep(0.01)
         assert store._pool.get_idle_size() == store._pool.get_size()
+        assert [e.seq for e in await store.list_events(run_id)] == list(range(1, 22))
+    finally:
+        await store.close()
+
+
+async def test_an_operation_waiting_for_the_pool_gets_a_kept_connection_at_once(
+    postgres_url: str, schema: str
+) -> None:
+    # One connection: while a write holds it, reads wait in the pool. The write must hand it
+    # back rather than keep it for the linger (30 s here), or the reads would wait that long.
+    store = await _open(postgres_url, schema, pool_size=1)
+    store._kept._linger = 30.0
+    try:
+        run_id = new_run_id()
+        await store.bootstrap_run_tx(bootstrap_input(run_id))
+
+        async def appends() -> None:
+            for n in range(20):
+                event = RunEventInput(type="Step", payload={"n": n})
+                await store.append_and_enqueue_tx(run_id, [event])
+
+        async def reads() -> None:
+            for _ in range(20):
+                await store.get_run_metadata_by_run_id(run_id)
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(asyncio.gather(appends(), reads(), reads()), 10)
         assert [e.seq for e in await store.list_events(run_id)] == list(range(1, 22))
     finally:
         await store.close()

@@ -337,26 +337,36 @@ class WriteBatcher:
             self._in_flight -= 1
             self._in_flight_items -= len(batch)
             self._runs_in_flight.difference_update(item[0] for item in batch)
-            # Deferred like a submit: the callers just woken join the next statement.
-            self._schedule_flush()
+            if self._pending:
+                # Deferred like a submit: the callers just woken join the next statement.
+                self._schedule_flush()
+            elif self.idle:
+                # Nothing waits (the lone writer's usual case): no loop turn for a flush.
+                self._on_idle()
 
 
 class KeptConnections:
-    """Pool connections the write batchers keep between back-to-back statements.
+    """Pool connections the store keeps between back-to-back operations.
 
     Handing a connection back to asyncpg's pool and taking it again costs the client more
-    CPU than a small statement's whole round trip (about 120 µs against 60 here); while
-    writes keep coming, they reuse what they hold. Everything goes back to the pool as soon
-    as the writers fall idle, and at most ``limit`` connections are kept, so reads always
-    find the rest of the pool.
+    CPU than a small statement's whole round trip (about 120 µs against 60 here), so the
+    store's operations reuse what they hold. A connection goes back to the pool when nobody
+    has used one for ``linger`` seconds, at once when an operation is waiting for the pool
+    (``waiting``), and on close; at most ``limit`` are kept.
     """
 
-    def __init__(self, pool: Any, limit: int) -> None:
+    def __init__(self, pool: Any, limit: int, *, linger: float = 0.5) -> None:
         self._pool = pool
         self._limit = limit
+        self._linger = linger
         self._idle: list[Any] = []
         self._releases: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._last_kept = 0.0
+        self._expiry: asyncio.TimerHandle | None = None
+        #: Operations waiting in the pool's ``acquire`` now: a finished one hands its
+        #: connection back instead of keeping it, so nobody waits on an idle kept connection.
+        self.waiting = 0
 
     def take(self) -> Any:
         """A kept connection that is still open, or ``None``."""
@@ -368,11 +378,28 @@ class KeptConnections:
         return None
 
     def keep(self, connection: Any) -> bool:
-        """Keep a connection that just served a write; ``False`` if it must go back."""
-        if self._closed or len(self._idle) >= self._limit:
+        """Keep a connection that just served an operation; ``False`` if it must go back."""
+        if self._closed or self.waiting or len(self._idle) >= self._limit:
             return False
         self._idle.append(connection)
+        loop = asyncio.get_running_loop()
+        self._last_kept = loop.time()
+        if self._expiry is None:
+            self._expiry = loop.call_later(self._linger, self._expire)
         return True
+
+    def _expire(self) -> None:
+        # One timer for all of them, re-armed while connections keep being used: arming a
+        # timer per operation would cost what keeping the connection saves.
+        self._expiry = None
+        if not self._idle:
+            return
+        loop = asyncio.get_running_loop()
+        left = self._last_kept + self._linger - loop.time()
+        if left > 0:
+            self._expiry = loop.call_later(left, self._expire)
+        else:
+            self.release_all()
 
     def release_all(self) -> None:
         """Hand every kept connection back to the pool."""
@@ -382,6 +409,9 @@ class KeptConnections:
     async def close(self) -> None:
         """Hand everything back and keep nothing more; the pool can close afterwards."""
         self._closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.release_all()
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)

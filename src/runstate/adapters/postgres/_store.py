@@ -108,13 +108,12 @@ class PostgresStore(StoreBase, RunQueries):
             self._listener = OutboxListener(config.schema, self._connect_listener)
         # Group commit: writes that queue behind this many statements share the next one.
         in_flight = config.write_statements
-        self._kept = KeptConnections(pool, min(in_flight, config.pool_size - 1))
+        self._kept = KeptConnections(pool, min(in_flight, config.pool_size))
         self._bootstraps = WriteBatcher(
             self._run_write,
             action="bootstrap_run_tx",
             codec=BootstrapBatchCodec(self._q["bootstrap_batch"]),
             max_in_flight=in_flight,
-            on_idle=self._writes_idle,
             trace_sql=self._q["with_traces"].replace("{counts}", BOOTSTRAP_TRACE_COUNTS),
         )
         self._appends = WriteBatcher(
@@ -122,7 +121,6 @@ class PostgresStore(StoreBase, RunQueries):
             action="append_and_enqueue_tx",
             codec=AppendBatchCodec(self._q["append_batch"]),
             max_in_flight=in_flight,
-            on_idle=self._writes_idle,
             trace_sql=self._q["with_traces"].replace("{counts}", APPEND_TRACE_COUNTS),
         )
         #: The database attributes of this store's spans (see ``runstate.tracing``).
@@ -187,22 +185,19 @@ class PostgresStore(StoreBase, RunQueries):
         work: Callable[[Any], Awaitable[T]],
         *,
         retry: bool = False,
-        keep: bool = False,
     ) -> T:
-        """Run ``work`` on a pooled connection; reads get one retry after a lost connection."""
+        """Run ``work`` on a kept or pooled connection; reads get one retry after a lost
+        connection."""
         attempts = 2 if retry else 1
         for attempt in range(attempts):
             try:
-                connection = self._kept.take() if keep else None
+                connection = self._kept.take()
                 if connection is None:
-                    # asyncio.timeout costs one timer; acquire(timeout=...) wraps the wait in
-                    # an extra task per call.
-                    async with asyncio.timeout(self._acquire_timeout):
-                        connection = await self._pool.acquire()
+                    connection = await self._acquire()
                 kept = False
                 try:
                     result = await work(connection)
-                    kept = keep and self._kept.keep(connection)
+                    kept = self._kept.keep(connection)
                     return result
                 except DRIVER_ERRORS as exc:
                     # Never hand on a connection in an unknown protocol state (the pool sends
@@ -222,13 +217,20 @@ class PostgresStore(StoreBase, RunQueries):
                 ) from exc
         raise AssertionError("unreachable")
 
-    async def _run_write(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
-        """``_run`` for the write batchers: back-to-back statements keep their connection."""
-        return await self._run(action, work, keep=True)
+    async def _acquire(self) -> Any:
+        """A connection from the pool, counted as waiting (see ``KeptConnections.waiting``)."""
+        self._kept.waiting += 1
+        try:
+            # asyncio.timeout costs one timer; acquire(timeout=...) wraps the wait in an
+            # extra task per call.
+            async with asyncio.timeout(self._acquire_timeout):
+                return await self._pool.acquire()
+        finally:
+            self._kept.waiting -= 1
 
-    def _writes_idle(self) -> None:
-        if self._bootstraps.idle and self._appends.idle:
-            self._kept.release_all()
+    async def _run_write(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``_run`` for the write batchers (no retry: a lost write's outcome is unknown)."""
+        return await self._run(action, work)
 
     # -- writes ------------------------------------------------------------------------
 
