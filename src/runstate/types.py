@@ -314,5 +314,8 @@ new_append_result = _positional_constructor(AppendResult)
 new_run_metadata = _positional_constructor(RunMetadata)
 """``RunMetadata`` positionally, in field order: for adapters' hot paths."""
 
+new_outbox_record = _positional_constructor(OutboxRecord)
+"""``OutboxRecord`` positionally, in field order: for adapters' claims."""
+
 new_run_summary = _positional_constructor(RunSummary)
 """``RunSummary`` positionally, in field order: for adapters' list reads."""

@@ -25,6 +25,8 @@ from ...types import (
     RunMetadata,
     RunSummary,
     new_append_result,
+    new_outbox_record,
+    new_persisted_event,
 )
 from .._base import persisted_event
 from .._decode import DECODE_ERRORS, decode_rows, load_labels, load_payload, reason, report
@@ -114,17 +116,18 @@ def append_result(
 def event_from_row(row: Mapping[str, Any]) -> RunEventPersisted:
     """Build a stored event from a row of ``run_events`` columns."""
     occurred_at = row["occurred_at"]
-    return RunEventPersisted(
-        run_id=row["run_id"],
-        seq=row["seq"],
-        position=row["position"],
-        type=row["type"],
-        payload=load_payload(row["payload"]),
-        event_id=row["event_id"],
-        schema_version=row["schema_version"],
-        occurred_at=None if occurred_at is None else utc_column(occurred_at),
-        recorded_at=utc_column(row["recorded_at"]),
+    event: RunEventPersisted = new_persisted_event(
+        row["run_id"],
+        row["seq"],
+        row["position"],
+        row["type"],
+        load_payload(row["payload"]),
+        row["event_id"],
+        row["schema_version"],
+        None if occurred_at is None else utc_column(occurred_at),
+        utc_column(row["recorded_at"]),
     )
+    return event
 
 
 def events_from_rows(rows: list[Any], *, skip: bool) -> list[RunEventPersisted]:
@@ -140,16 +143,17 @@ def events_from_rows(rows: list[Any], *, skip: bool) -> list[RunEventPersisted]:
 def record_from_row(row: Mapping[str, Any]) -> OutboxRecord:
     """Build a claimed outbox record from a row of the ``claim`` query."""
     expires = row["lease_expires_at"]
-    return OutboxRecord(
-        outbox_id=row["outbox_id"],
-        event=event_from_row(row),
-        workflow=row["workflow"],
-        attempts=row["attempts"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=None if expires is None else utc_column(expires),
-        traceparent=row["traceparent"],
-        tracestate=row["tracestate"],
+    record: OutboxRecord = new_outbox_record(
+        row["outbox_id"],
+        event_from_row(row),
+        row["workflow"],
+        row["attempts"],
+        row["lease_owner"],
+        None if expires is None else utc_column(expires),
+        row["traceparent"],
+        row["tracestate"],
     )
+    return record
 
 
 def records_from_rows(rows: list[Any]) -> tuple[list[OutboxRecord], list[tuple[int, str]]]:
