@@ -230,13 +230,14 @@ def test_url_and_keyword_options_are_merged() -> None:
     ("query", "expected"),
     [
         ("pool_size=1", 1),
-        ("", 1),
-        ("pool_size=32", 2),
-        ("pool_size=100", 4),
+        ("pool_size=3", 1),
+        ("pool_size=4", 2),
+        ("", 2),
+        ("pool_size=100", 2),
         ("write_statements=9", 9),
     ],
 )
-def test_write_statements_default_to_one_per_16_connections_at_most_four(
+def test_write_statements_default_to_one_per_2_connections_at_most_two(
     query: str, expected: int
 ) -> None:
     config = parse_config(parse_store_url(f"postgresql://db/app?{query}"), {})

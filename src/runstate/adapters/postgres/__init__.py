@@ -8,7 +8,7 @@ go through pgbouncer in transaction mode (``pgbouncer=true``). While a relay wai
 with the schema name as payload; behind a pooler, relays poll instead.
 
 Writes are group-committed: at most ``write_statements`` statements of each kind (bootstrap,
-append) run at once (default: one per 16 connections of the pool, 1 to 4), and writes that
+append) run at once (default: one per 2 connections of the pool, 1 to 2), and writes that
 arrive meanwhile go out together in the next one, written set-based by
 ``runstate_bootstrap_batch`` / ``runstate_append_batch`` (see ``_batch.py``), each with its
 own outcome. A lone writer still gets one round trip per call.

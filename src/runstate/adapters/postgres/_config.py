@@ -18,12 +18,14 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
 DEFAULT_STATEMENT_CACHE_SIZE = 100
-#: Concurrent statements of each write kind, by default: one per 16 connections of the pool,
+#: Concurrent statements of each write kind, by default: one per 2 connections of the pool,
 #: at least 1, at most this many. Each statement carries every write that queued for it, set-
-#: based (group commit), so a few full statements beat many small ones: measured on 2 cores,
-#: 1 statement was best for 8 writers and 2 for 32.
-MAX_DEFAULT_WRITE_STATEMENTS = 4
-CONNECTIONS_PER_WRITE_STATEMENT = 16
+#: based (group commit), so a few full statements beat many small ones. Measured on 2 cores
+#: (benchmarks/bench_postgres.py cells, medians of 3): 2 statements beat 1 at 4, 8 and 32
+#: writers (bootstraps +24-28%, appends +13-30%) and beat 4 at 8 and 32; with two, the server
+#: runs one while the client prepares the next.
+MAX_DEFAULT_WRITE_STATEMENTS = 2
+CONNECTIONS_PER_WRITE_STATEMENT = 2
 
 SUPPORTED_OPTIONS = frozenset(
     {
@@ -137,7 +139,7 @@ class PostgresConfig:
 
 
 def default_write_statements(pool_size: int) -> int:
-    """Concurrent write statements per kind for a pool: one per 16 connections, 1 to 4."""
+    """Concurrent write statements per kind for a pool: one per 2 connections, 1 to 2."""
     return min(MAX_DEFAULT_WRITE_STATEMENTS, max(1, pool_size // CONNECTIONS_PER_WRITE_STATEMENT))
 
 
