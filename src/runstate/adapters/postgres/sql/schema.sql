@@ -367,7 +367,7 @@ END
 $fn$;
 
 -- Appends in batches, set-based (the store's group commit), the batch as one JSON: see
--- migration 0008.
+-- migration 0008; a batch of one run by key lookups (migration 0013).
 -- p_batch: one array per run, distinct run ids sorted:
 --   [run_id, expected_seq, [[event_id, type, payload (JSON text), schema_version,
 --                            occurred_at], ...]]
@@ -392,7 +392,75 @@ SET enable_seqscan = off
 AS $fn$
 DECLARE
     v_workflows text[];
+    v_run text;
+    v_expected jsonb;
+    v_last bigint;
+    v_workflow text;
+    v_top bigint;
 BEGIN
+    IF jsonb_array_length(p_batch) = 1 THEN
+        -- One run (every lone writer): the same steps and results as the batch below, in
+        -- a few key lookups, without the set-based statement's sorts, window and joins
+        -- (about an eighth of the server's time per single-event append).
+        v_run := p_batch -> 0 ->> 0;
+        v_expected := p_batch -> 0 -> 1;
+        PERFORM pg_advisory_xact_lock_shared(
+            hashtextextended('runstate.outbox.' || current_schema(), 0));
+        SELECT m.last_seq, m.workflow INTO v_last, v_workflow
+          FROM run_metadata AS m
+         WHERE m.run_id = v_run
+           FOR NO KEY UPDATE;
+        o_recorded_at := clock_timestamp();
+        o_last_seqs := ARRAY[v_last];
+        o_new_last_seqs := ARRAY[v_last];
+        o_candidates := '{}';
+        o_positions := '{}';
+        IF NOT FOUND THEN
+            o_codes := ARRAY['RUN_NOT_FOUND'];
+            RETURN;
+        END IF;
+        IF v_expected <> 'null' AND (v_expected #>> '{}')::bigint <> v_last THEN
+            o_codes := ARRAY['CONCURRENCY_CONFLICT'];
+            RETURN;
+        END IF;
+        o_codes := ARRAY['OK'];
+        WITH kept AS (
+            SELECT e.v, e.candidate,
+                   v_last + row_number() OVER (ORDER BY e.candidate) AS seq
+              FROM jsonb_array_elements(p_batch -> 0 -> 2) WITH ORDINALITY AS e (v, candidate)
+             -- OFFSET 0 keeps this a probe of run_events_run_event_id per id (see 0002).
+             WHERE NOT EXISTS (SELECT 1 FROM run_events AS x
+                                WHERE x.run_id = v_run AND x.event_id = e.v ->> 0
+                               OFFSET 0)
+        ), fresh AS (
+            SELECT nextval('run_events_position_seq'::regclass) AS position, k.*
+              FROM (SELECT * FROM kept ORDER BY kept.seq) AS k
+        ), inserted AS (
+            INSERT INTO run_events (position, run_id, seq, event_id, type, payload,
+                                    schema_version, occurred_at, recorded_at)
+            OVERRIDING SYSTEM VALUE
+            SELECT f.position, v_run, f.seq, f.v ->> 0, f.v ->> 1, (f.v ->> 2)::json,
+                   (f.v ->> 3)::integer, (f.v ->> 4)::timestamptz, o_recorded_at
+              FROM fresh AS f
+        ), enqueued AS (
+            INSERT INTO run_outbox (outbox_id, run_id, seq, workflow, recorded_at)
+            SELECT f.position, v_run, f.seq, v_workflow, o_recorded_at
+              FROM fresh AS f
+        )
+        SELECT coalesce(array_agg(f.candidate::integer ORDER BY f.position), '{}'),
+               coalesce(array_agg(f.position ORDER BY f.position), '{}'),
+               max(f.seq)
+          INTO o_candidates, o_positions, v_top
+          FROM fresh AS f;
+        IF v_top IS NOT NULL THEN
+            UPDATE run_metadata SET last_seq = v_top WHERE run_id = v_run;
+            o_new_last_seqs := ARRAY[v_top];
+            IF EXISTS (SELECT 1 FROM runstate_outbox_watchers) THEN
+                PERFORM pg_notify('runstate_outbox', current_schema());
+            END IF;
+        END IF;
+        RETURN;
+    END IF;
     IF jsonb_array_length(p_batch) <> (SELECT count(DISTINCT r ->> 0)
                                          FROM jsonb_array_elements(p_batch) AS r) THEN
         RAISE EXCEPTION 'runstate_append_batch: run ids must be distinct';
