@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from typing import Any
 
@@ -282,6 +283,75 @@ async def test_the_batch_functions_refuse_repeated_run_ids(
     await store.close()
     with pytest.raises(asyncpg.RaiseError, match="distinct"):
         await admin.fetch(f'SELECT * FROM "{schema}".{function}({arguments})')  # noqa: S608
+
+
+async def _append_answer(admin: Any, schema: str, batch: list[Any], run: str) -> Any:
+    """The first run's share of a ``runstate_append_batch`` call and what it wrote."""
+    q = f'"{schema}"'
+    row = await admin.fetchrow(
+        f"SELECT * FROM {q}.runstate_append_batch($1::jsonb)",  # noqa: S608
+        json.dumps(batch),
+    )
+    code, before, after = row["o_codes"][0], row["o_last_seqs"][0], row["o_new_last_seqs"][0]
+    written = after - before if code == "OK" else 0
+    stored = await admin.fetch(
+        f"SELECT e.seq, e.event_id, e.type, e.payload::text, e.occurred_at, o.workflow"  # noqa: S608
+        f" FROM {q}.run_events AS e JOIN {q}.run_outbox AS o ON o.outbox_id = e.position"
+        " WHERE e.run_id = $1 ORDER BY e.seq",
+        run,
+    )
+    last_seq = await admin.fetchval(
+        f"SELECT last_seq FROM {q}.run_metadata WHERE run_id = $1",  # noqa: S608
+        run,
+    )
+    positions = row["o_positions"][:written]
+    return (
+        code,
+        before,
+        after,
+        list(row["o_candidates"][:written]),
+        len(positions),
+        positions == sorted(positions),
+        [tuple(r) for r in stored],
+        last_seq,
+    )
+
+
+@pytest.mark.parametrize(
+    ("run", "expected_seq", "events"),
+    [
+        ("a", None, [["dup", "Q", "{}", 1, None], ["n1", "S", '{"x":1}', 1, None]]),
+        ("a", 2, [["n2", "S", "{}", 1, "2026-01-02T00:00:00+00:00"]]),
+        ("a", 1, [["n3", "S", "{}", 1, None]]),
+        ("a", None, [["dup", "Q", "{}", 1, None]]),
+        ("missing", None, [["n4", "S", "{}", 1, None]]),
+    ],
+    ids=["dedupe-and-append", "expected-seq-met", "conflict", "all-duplicates", "not-found"],
+)
+async def test_a_one_run_append_answers_as_the_same_run_in_a_batch(
+    postgres_url: str, schema: str, admin: Any, run: str, expected_seq: int | None, events: Any
+) -> None:
+    # Migration 13 answers a batch of one run by lookups of its own: it must return what the
+    # set-based statement returns for that run when it shares a batch with another.
+    store = await _open(postgres_url, schema, pool_size=2)
+    try:
+        await store.bootstrap_run_tx(bootstrap_input("a", "Queued"))
+        await store.bootstrap_run_tx(bootstrap_input("zz-companion", "Queued"))
+        dup = (await store.list_events("a"))[0].event_id
+        await store.append_and_enqueue_tx("a", [RunEventInput(type="Step")])  # last_seq 2
+    finally:
+        await store.close()
+    item = [run, expected_seq, [[dup if e[0] == "dup" else e[0], *e[1:]] for e in events]]
+    companion = ["zz-companion", None, [["c1", "S", "{}", 1, None]]]  # sorts after item
+    answers = []
+    for batch in ([item], [item, companion]):
+        transaction = admin.transaction()
+        await transaction.start()
+        try:
+            answers.append(await _append_answer(admin, schema, batch, run))
+        finally:
+            await transaction.rollback()
+    assert answers[0] == answers[1]
 
 
 async def test_back_to_back_writes_keep_their_connection_and_give_it_back_when_idle(
