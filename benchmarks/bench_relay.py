@@ -168,6 +168,21 @@ async def stop_relay_process(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+def in_process_relay(
+    args: argparse.Namespace, store: OutboxStore, sink: NatsSink, *, wakeups: bool
+) -> Relay:
+    """The relay of this process: woken by the store's commits, or polling only."""
+    target: Any = store if wakeups else PollingStore(store, args.poll)
+    return Relay(
+        target,
+        sink,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        poll_interval=1.0 if wakeups else args.poll,
+        metrics=RelayMetrics(export=False),
+    )
+
+
 async def latency_round(args: argparse.Namespace, *, mode: str) -> tuple[float, float, int]:
     """One round; ``mode``: "wake-ups", "polling" or "process" (the relay in another process)."""
     wakeups = mode == "wake-ups"
@@ -195,17 +210,9 @@ async def latency_round(args: argparse.Namespace, *, mode: str) -> tuple[float, 
         relay: Relay | None = None
         process = start_relay_process(args, url, stream) if mode == "process" else None
         if process is None:
-            target: Any = store if wakeups else PollingStore(store, args.poll)
             sink = NatsSink(NATS_URL, subject=stream.subject, stream=stream.name)
             await sink.open()
-            relay = Relay(
-                target,
-                sink,
-                workers=args.workers,
-                batch_size=args.batch_size,
-                poll_interval=1.0 if wakeups else args.poll,
-                metrics=RelayMetrics(export=False),
-            )
+            relay = in_process_relay(args, store, sink, wakeups=wakeups)
             task = asyncio.create_task(relay.run_forever())
         # Let the bootstrap records drain (and a relay process start).
         for _ in range(1000):
