@@ -4,12 +4,18 @@ drain:   seed a backlog, time the relay draining it into JetStream, next to a ba
          publishing the same pre-built envelopes (same batches, acks awaited per batch).
 latency: append events at a steady rate; measure commit-to-broker latency (a core NATS
          subscriber sees each message as JetStream stores it) with store wake-ups and with pure
-         polling.
+         polling; with --relay-process, also with the relay in another process (`runstate
+         relay`, which learns of commits as any other process does: SQLite's data_version
+         polling, PostgreSQL's LISTEN/NOTIFY). Needs a database file or server store URL.
 
     .venv/bin/python benchmarks/bench_relay.py --mode drain --events 100000 --repeat 3
     .venv/bin/python benchmarks/bench_relay.py --mode latency --rate 1000 --seconds 10
     .venv/bin/python benchmarks/bench_relay.py --store-url \
         'postgresql://postgres@127.0.0.1:5432/test?schema=bench_relay'
+    .venv/bin/python benchmarks/bench_relay.py --mode latency --relay-process \
+        --store-url sqlite:////tmp/bench_relay.db
+
+A sqlite:/// store's file (with its -wal and -shm) is deleted before and after every round.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -35,7 +45,13 @@ NATS_URL = "nats://127.0.0.1:4222"
 
 
 async def reset_store(url: str) -> None:
-    """Drop the benchmark schema so every round starts empty (PostgreSQL only)."""
+    """Drop the benchmark schema or SQLite file so every round starts empty."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
+        return
     if not url.startswith(("postgresql://", "postgres://")) or "schema=" not in url:
         return
     import asyncpg
@@ -132,7 +148,44 @@ async def baseline_envelopes(args: argparse.Namespace) -> list[tuple[str, bytes]
     return [(record.message_id, encode_cloudevent(record)) for record in records]
 
 
-async def latency_round(args: argparse.Namespace, *, wakeups: bool) -> tuple[float, float, int]:
+def start_relay_process(
+    args: argparse.Namespace, url: str, stream: Stream
+) -> subprocess.Popen[bytes]:
+    """`runstate relay` in a process of its own, on the same store and stream."""
+    sink = f"{NATS_URL}?subject={stream.subject}&stream={stream.name}"
+    command = [sys.executable, "-m", "runstate.cli", "relay", "--url", url, "--sink", sink]
+    command += ["--workers", str(args.workers), "--batch-size", str(args.batch_size)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+async def stop_relay_process(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    for _ in range(500):
+        if process.poll() is not None:
+            return
+        await asyncio.sleep(0.01)
+    process.kill()
+    process.wait()
+
+
+def in_process_relay(
+    args: argparse.Namespace, store: OutboxStore, sink: NatsSink, *, wakeups: bool
+) -> Relay:
+    """The relay of this process: woken by the store's commits, or polling only."""
+    target: Any = store if wakeups else PollingStore(store, args.poll)
+    return Relay(
+        target,
+        sink,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        poll_interval=1.0 if wakeups else args.poll,
+        metrics=RelayMetrics(export=False),
+    )
+
+
+async def latency_round(args: argparse.Namespace, *, mode: str) -> tuple[float, float, int]:
+    """One round; ``mode``: "wake-ups", "polling" or "process" (the relay in another process)."""
+    wakeups = mode == "wake-ups"
     url = store_url_for_round(args.store_url)
     await reset_store(url)
     async with open_store(url) as store, Stream() as stream:
@@ -154,19 +207,18 @@ async def latency_round(args: argparse.Namespace, *, wakeups: bool) -> tuple[flo
             received.setdefault(message_id or "", time.perf_counter())
 
         subscription = await stream.nc.subscribe(stream.subject, cb=on_message)
-        target: Any = store if wakeups else PollingStore(store, args.poll)
-        sink = NatsSink(NATS_URL, subject=stream.subject, stream=stream.name)
-        await sink.open()
-        relay = Relay(
-            target,
-            sink,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            poll_interval=1.0 if wakeups else args.poll,
-            metrics=RelayMetrics(export=False),
-        )
-        task = asyncio.create_task(relay.run_forever())
-        await asyncio.sleep(0.5)  # let the bootstrap records drain
+        relay: Relay | None = None
+        process = start_relay_process(args, url, stream) if mode == "process" else None
+        if process is None:
+            sink = NatsSink(NATS_URL, subject=stream.subject, stream=stream.name)
+            await sink.open()
+            relay = in_process_relay(args, store, sink, wakeups=wakeups)
+            task = asyncio.create_task(relay.run_forever())
+        # Let the bootstrap records drain (and a relay process start).
+        for _ in range(1000):
+            if len(received) >= len(runs):
+                break
+            await asyncio.sleep(0.01)
         total = int(args.rate * args.seconds)
         tick = 0.01
         per_tick = max(1, int(args.rate * tick))
@@ -191,9 +243,12 @@ async def latency_round(args: argparse.Namespace, *, wakeups: bool) -> tuple[flo
             for message_id, at in committed.items()
             if message_id in received
         ]
-        relay.stop()
-        await task
-        await sink.close()
+        if relay is not None:
+            relay.stop()
+            await task
+            await sink.close()
+        if process is not None:
+            await stop_relay_process(process)
         await subscription.unsubscribe()
     await reset_store(url)
     latencies.sort()
@@ -228,6 +283,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=1_000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--poll", type=float, default=0.1, help="polling interval, no wake-ups")
+    parser.add_argument(
+        "--relay-process", action="store_true", help="latency also with `runstate relay` apart"
+    )
     args = parser.parse_args()
     print(f"store {args.store_url}  workers {args.workers}  batch {args.batch_size}")
     if args.mode in {"drain", "all"}:
@@ -241,9 +299,14 @@ async def main() -> None:
             f"nats-py baseline {base_rate:,.0f} ev/s, ratio {relay_rate / base_rate:.2f} (medians)"
         )
     if args.mode in {"latency", "all"}:
-        for wakeups in (True, False):
-            label = "wake-ups" if wakeups else f"polling {args.poll * 1000:.0f} ms"
-            rounds_l = [await latency_round(args, wakeups=wakeups) for _ in range(args.repeat)]
+        modes = ["wake-ups", "polling"] + (["process"] if args.relay_process else [])
+        for mode in modes:
+            label = {
+                "wake-ups": "wake-ups",
+                "polling": f"polling {args.poll * 1000:.0f} ms",
+                "process": "relay in another process",
+            }[mode]
+            rounds_l = [await latency_round(args, mode=mode) for _ in range(args.repeat)]
             p50 = statistics.median(r[0] for r in rounds_l)
             p99 = statistics.median(r[1] for r in rounds_l)
             print(

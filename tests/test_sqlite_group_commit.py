@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from runstate import (
 )
 from runstate.adapters.sqlite import SQLiteStore
 from runstate.adapters.sqlite._connect import SQLiteOptions
-from runstate.adapters.sqlite._writer import ConnectionThread
+from runstate.adapters.sqlite._writer import LANE_WAIT, ConnectionThread
 
 
 @pytest.fixture
@@ -151,3 +152,80 @@ async def test_store_calls_in_one_group_keep_their_own_outcomes(tmp_path: Path) 
         assert [e.seq for e in await store.list_events("run-1")] == [1, 2]
         # 17 calls, fewer transactions: queued calls were committed together.
         assert len(begun) < 17
+
+
+def recorded(order: list[str], value: str, hold: Callable[[], None] | None = None) -> Any:
+    """A write job that inserts ``value`` and notes when it ran; ``hold`` runs first."""
+
+    def job(connection: sqlite3.Connection) -> str:
+        if hold is not None:
+            hold()
+        connection.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        order.append(value)
+        return value
+
+    return job
+
+
+async def test_a_first_lane_write_cuts_into_a_long_group(worker: ConnectionThread) -> None:
+    order: list[str] = []
+    started, lane_queued = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        # The group's first job: it outlasts LANE_WAIT while the lane job is queued.
+        started.set()
+        lane_queued.wait(5)
+        time.sleep(LANE_WAIT * 2)
+
+    gate = threading.Event()
+    blocker = asyncio.create_task(worker.call(lambda c: gate.wait(5)))
+    names = ["g0", "g1", "g2", "g3"]
+    group = [
+        asyncio.create_task(worker.write(recorded(order, name, hold if name == "g0" else None)))
+        for name in names
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await blocker
+    assert await asyncio.to_thread(started.wait, 5)
+    lane = asyncio.create_task(worker.write_first(recorded(order, "lane")))
+    await asyncio.sleep(0)  # the lane job is queued once its task first runs
+    lane_queued.set()
+    assert await asyncio.gather(lane, *group) == ["lane", *names]
+    # Committed early after g0, the group went on after the lane job, in queue order.
+    assert order == ["g0", "lane", "g1", "g2", "g3"]
+    assert await rows(worker) == sorted(["lane", *names])
+
+
+async def test_first_lane_jobs_go_before_queued_jobs(worker: ConnectionThread) -> None:
+    order: list[str] = []
+    gate = threading.Event()
+    blocker = asyncio.create_task(worker.call(lambda c: gate.wait(5)))
+    queued = [
+        asyncio.create_task(worker.write(recorded(order, "write"))),
+        asyncio.create_task(worker.call(lambda c: order.append("call"))),
+    ]
+    await asyncio.sleep(0.05)
+    first = [
+        asyncio.create_task(worker.call_first(lambda c: order.append("first call"))),
+        asyncio.create_task(worker.write_first(recorded(order, "first write"))),
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *queued, *first)
+    assert order == ["first call", "first write", "write", "call"]
+
+
+async def test_the_writer_wakes_relays_as_it_commits(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path / 'wake.db'}") as store:
+        assert isinstance(store, SQLiteStore)
+        metadata = RunMetadata(run_id="woken", workflow="wf")
+        waiting = asyncio.create_task(store.wait_for_outbox(60))
+        await asyncio.sleep(0.05)
+        await store.bootstrap_run_tx(
+            RunBootstrapInput(metadata=metadata, first_events=[RunEventInput(type="RunQueued")])
+        )
+        # Woken by the commit, not by the 60 s timeout (nor a poll: no other process writes).
+        await asyncio.wait_for(waiting, 10)
+        batch = await store.claim_outbox_batch(owner="o", limit=10, lease_seconds=30)
+        assert [record.event.seq for record in batch] == [1]

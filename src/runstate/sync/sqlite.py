@@ -10,6 +10,7 @@ are the async store's; see ``runstate.adapters.sqlite`` for URLs and options.
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -103,7 +104,12 @@ class SQLiteStore(SyncStoreBase):
     @classmethod
     def open(cls, options: SQLiteOptions) -> SQLiteStore:
         """Connect, migrate the schema if needed, and return the open store."""
-        writer = CallerConnections(options, "runstate-sqlite-writer")
+        writer = CallerConnections(
+            options,
+            "runstate-sqlite-writer",
+            wakes=(bootstrap, append),
+            on_wake=functools.partial(_wake, options.path),
+        )
         reader = CallerConnections(options, "runstate-sqlite-reader")
         try:
             writer.call(migrate_connection, options.path)
@@ -131,10 +137,10 @@ class SQLiteStore(SyncStoreBase):
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
+        # The writer wakes waiting relays as it commits, before returning (``on_wake``).
         result: AppendResult = self._writer.write(
             bootstrap, checked_metadata, checked_events, input, current_trace_context()
         )
-        _wake(self.path)
         return result
 
     @traced_write("append_and_enqueue_tx")
@@ -147,8 +153,6 @@ class SQLiteStore(SyncStoreBase):
         result: AppendResult = self._writer.write(
             append, run_id, checked, expected_seq, current_trace_context()
         )
-        if result.appended:
-            _wake(self.path)
         return result
 
     def list_events(
@@ -234,7 +238,7 @@ class SQLiteStore(SyncStoreBase):
         check_claim(owner, limit, lease_seconds)
         if limit == 0:
             return []
-        return self._writer.write(claim, owner, limit, lease_seconds)
+        return self._writer.write_first(claim, owner, limit, lease_seconds)
 
     def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
@@ -242,7 +246,7 @@ class SQLiteStore(SyncStoreBase):
         ids = check_outbox_ids(outbox_ids, owner)
         if not ids:
             return 0
-        return self._writer.write(mark_delivered, ids, owner)
+        return self._writer.write_first(mark_delivered, ids, owner)
 
     def mark_failed(
         self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
@@ -250,14 +254,14 @@ class SQLiteStore(SyncStoreBase):
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
         text = check_failure(outbox_id, owner, error, retry_at)
-        self._writer.write(mark_failed, outbox_id, owner, text, retry_at)
+        self._writer.write_first(mark_failed, outbox_id, owner, text, retry_at)
 
     def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
         if ids:
-            self._writer.write(release, ids, owner)
+            self._writer.write_first(release, ids, owner)
         _wake(self.path)
 
     def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
@@ -308,14 +312,14 @@ class SQLiteStore(SyncStoreBase):
         timeout = check_wait_timeout(timeout)
         deadline = time.monotonic() + timeout
         with _watching(self.path) as waiters, waiters.thread_waiter() as waiter:
-            baseline = self._reader.call(data_version)
+            baseline = self._reader.call_first(data_version)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or waiter.is_set():
                     return
                 if waiter.wait(min(POLL_INTERVAL, remaining)):
                     return
-                if self._closed or self._reader.call(data_version) != baseline:
+                if self._closed or self._reader.call_first(data_version) != baseline:
                     return
 
 

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from ...errors import StoreClosed, StoreUnavailable
@@ -188,12 +188,24 @@ class CallerConnections:
 
     ``call`` runs a function on the calling thread's own connection (so a thread's reads
     share one snapshot history, as ``PRAGMA data_version`` polling needs); ``write`` runs it
-    in a group-committed write transaction on the store's write connection.
+    in a group-committed write transaction on the store's write connection. ``wakes`` and
+    ``on_wake`` are ``ConnectionThread``'s: ``on_wake`` runs on the leading thread after a
+    commit that ran one of ``wakes``. ``write_first`` is ``write`` and ``call_first`` is
+    ``call``: callers queue only for a commit in progress, so there is no queue to go ahead of.
     """
 
-    def __init__(self, options: SQLiteOptions, name: str) -> None:
+    def __init__(
+        self,
+        options: SQLiteOptions,
+        name: str,
+        *,
+        wakes: Collection[Callable[..., Any]] = (),
+        on_wake: Callable[[], None] | None = None,
+    ) -> None:
         self._options = options
         self.name = name
+        self._wakes = frozenset(wakes)
+        self._on_wake = on_wake
         self._local = threading.local()
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._write_connection: sqlite3.Connection | None = None
@@ -222,6 +234,14 @@ class CallerConnections:
         result: T = self._group.submit((function, args))
         return result
 
+    def write_first(self, function: Callable[..., T], *args: Any) -> T:
+        """``write``, under the name the async store's outbox bookkeeping uses."""
+        return self.write(function, *args)
+
+    def call_first(self, function: Callable[..., T], *args: Any) -> T:
+        """``call``, under the name the async store's outbox waits use."""
+        return self.call(function, *args)
+
     def _write_jobs(self, jobs: list[Job]) -> list[Outcome]:
         """Run one group of write jobs in one transaction (on the leading thread)."""
         if self._stopped:
@@ -231,7 +251,13 @@ class CallerConnections:
                 self._write_connection = connect(self._options, shared=True)
         except BaseException as exc:
             return [failure(exc, self._options.path) for _ in jobs]
-        return write_group(self._write_connection, jobs, self._options.path)
+        outcomes = write_group(self._write_connection, jobs, self._options.path)
+        pairs = zip(jobs, outcomes, strict=True)
+        if self._on_wake is not None and any(
+            ok and job[0] in self._wakes for job, (ok, _) in pairs
+        ):
+            self._on_wake()
+        return outcomes
 
     def stop(self) -> None:
         """Let the writes in progress commit, then close every connection."""

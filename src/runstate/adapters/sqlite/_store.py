@@ -1,13 +1,16 @@
 """``SQLiteStore``: the store, catalog and outbox on one database file, via two threads.
 
 Writes run on the writer thread (group-committed), reads on the reader thread; see the
-package's docstring for URLs, options and durability.
+package's docstring for URLs, options and durability. The relay's outbox bookkeeping (claim,
+mark delivered or failed, release) takes the writer's first lane, ahead of queued engine
+writes, so a burst of runs does not hold back the delivery of what is already committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
@@ -132,7 +135,12 @@ class SQLiteStore(StoreBase):
     @classmethod
     async def open(cls, options: SQLiteOptions) -> SQLiteStore:
         """Connect, migrate the schema if needed, and return the open store."""
-        writer = ConnectionThread(options, "runstate-sqlite-writer")
+        writer = ConnectionThread(
+            options,
+            "runstate-sqlite-writer",
+            wakes=(bootstrap, append),
+            on_wake=functools.partial(_wake, options.path),
+        )
         reader = ConnectionThread(options, "runstate-sqlite-reader")
         try:
             await writer.call(migrate_connection, options.path)
@@ -158,10 +166,10 @@ class SQLiteStore(StoreBase):
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
+        # The writer wakes waiting relays as it commits, before returning (``on_wake``).
         result: AppendResult = await self._writer.write(
             bootstrap, checked_metadata, checked_events, input, current_trace_context()
         )
-        _wake(self.path)
         return result
 
     @traced_write("append_and_enqueue_tx")
@@ -178,8 +186,6 @@ class SQLiteStore(StoreBase):
         result: AppendResult = await self._writer.write(
             append, run_id, checked, expected_seq, current_trace_context()
         )
-        if result.appended:
-            _wake(self.path)
         return result
 
     async def list_events(
@@ -265,7 +271,7 @@ class SQLiteStore(StoreBase):
         check_claim(owner, limit, lease_seconds)
         if limit == 0:
             return []
-        return await self._writer.write(claim, owner, limit, lease_seconds)
+        return await self._writer.write_first(claim, owner, limit, lease_seconds)
 
     async def mark_delivered(self, outbox_ids: Sequence[int], *, owner: str) -> int:
         """Record delivery of records leased by ``owner``; return how many were updated."""
@@ -273,7 +279,7 @@ class SQLiteStore(StoreBase):
         ids = check_outbox_ids(outbox_ids, owner)
         if not ids:
             return 0
-        return await self._writer.write(mark_delivered, ids, owner)
+        return await self._writer.write_first(mark_delivered, ids, owner)
 
     async def mark_failed(
         self, outbox_id: int, *, owner: str, error: str, retry_at: datetime | None
@@ -281,14 +287,14 @@ class SQLiteStore(StoreBase):
         """Record a failed delivery: retry at ``retry_at``, or dead-letter when it is ``None``."""
         self._check_open()
         text = check_failure(outbox_id, owner, error, retry_at)
-        await self._writer.write(mark_failed, outbox_id, owner, text, retry_at)
+        await self._writer.write_first(mark_failed, outbox_id, owner, text, retry_at)
 
     async def release_outbox(self, outbox_ids: Sequence[int], *, owner: str) -> None:
         """Give back leased records undelivered, without counting an attempt."""
         self._check_open()
         ids = check_outbox_ids(outbox_ids, owner)
         if ids:
-            await self._writer.write(release, ids, owner)
+            await self._writer.write_first(release, ids, owner)
         _wake(self.path)
 
     async def redrive_dead_letters(self, *, run_id: str | None = None) -> int:
@@ -339,14 +345,14 @@ class SQLiteStore(StoreBase):
         timeout = check_wait_timeout(timeout)
         deadline = time.monotonic() + timeout
         with _watching(self.path) as waiters, waiters.async_waiter() as waiter:
-            baseline = await self._reader.call(data_version)
+            baseline = await self._reader.call_first(data_version)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or waiter.is_set():
                     return
                 if await waiter.wait(min(POLL_INTERVAL, remaining)):
                     return
-                if self._closed or await self._reader.call(data_version) != baseline:
+                if self._closed or await self._reader.call_first(data_version) != baseline:
                     return
 
 

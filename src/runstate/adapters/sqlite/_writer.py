@@ -9,12 +9,14 @@ calling threads run (``_callers.py``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import sqlite3
 import threading
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from .._base import copy_error
@@ -25,6 +27,8 @@ T = TypeVar("T")
 
 #: The most write calls one group commit takes from the queue.
 MAX_GROUP = 64
+#: How long a group in progress may keep first-lane jobs waiting before it commits early.
+LANE_WAIT = 0.002
 _BEGIN_WRITE = Q["begin_write"]
 _COMMIT = Q["commit"]
 _SAVEPOINT = Q["savepoint"]
@@ -56,6 +60,8 @@ def rollback(connection: sqlite3.Connection) -> None:
 _CALL: Any = object()
 _WRITE: Any = object()
 _STOP: Any = object()
+#: Queued after each job of the first lane, to wake a thread waiting on the queue.
+_NUDGE: Any = object()
 
 Outcome = tuple[bool, Any]
 #: A write job: ``function(connection, *args)`` runs inside the write transaction.
@@ -84,12 +90,19 @@ def attempt(
         return failure(exc, path)
 
 
-def write_group(connection: sqlite3.Connection, jobs: Sequence[Job], path: str) -> list[Outcome]:
+def write_group(
+    connection: sqlite3.Connection,
+    jobs: Sequence[Job],
+    path: str,
+    pause: Callable[[], bool] | None = None,
+) -> list[Outcome]:
     """Run write jobs in one ``BEGIN IMMEDIATE ... COMMIT``, each inside its own savepoint.
 
     A job that fails rolls back to its savepoint alone. Nothing is returned before the shared
     commit, so every job stays atomic and durable on return; when the transaction itself is
-    lost, every job fails, each with its own copy of the error.
+    lost, every job fails, each with its own copy of the error. When ``pause()`` turns true
+    between two jobs, the jobs run so far are committed and only their outcomes returned:
+    the caller runs the others later.
     """
     if len(jobs) == 1:
         function, args = jobs[0]
@@ -98,6 +111,8 @@ def write_group(connection: sqlite3.Connection, jobs: Sequence[Job], path: str) 
     try:
         connection.execute(_BEGIN_WRITE)
         for function, args in jobs:
+            if outcomes and pause is not None and pause():
+                break
             connection.execute(_SAVEPOINT)
             outcome = attempt(connection, function, args, path)
             if not connection.in_transaction:
@@ -161,50 +176,111 @@ class ConnectionThread:
     savepoint. A call that fails rolls back to its savepoint alone; every call's result is
     delivered only after the shared commit, so each call stays atomic and durable on return,
     and concurrent writers share one fsync instead of paying one each.
+
+    The first lane (``write_first``, ``call_first``): its jobs run before every queued job,
+    writes in a group of their own, and a group that has run ``LANE_WAIT`` commits early
+    (after its current job) to let them in; the rest of the group runs next. The relay's
+    outbox bookkeeping takes it: a claim or ``mark_delivered`` is one short transaction that
+    unblocks a batch of deliveries, and behind a burst of engine writes it would wait for
+    several full groups. The wait is bounded rather than nil so that the engine's writes
+    keep sharing commits. On the reader thread, ``wait_for_outbox``'s ``PRAGMA
+    data_version`` reads take it: a relay must not wait out the engine's queued reads to
+    notice a commit.
+
+    ``wakes``: write functions whose commit may make outbox records claimable; after a
+    group that ran one of them commits, ``on_wake`` runs on this thread, before the results
+    are handed back, so a relay waiting on the event loop is not woken only once the writing
+    task has been scheduled again.
     """
 
-    def __init__(self, options: SQLiteOptions, name: str) -> None:
+    def __init__(
+        self,
+        options: SQLiteOptions,
+        name: str,
+        *,
+        wakes: Collection[Callable[..., Any]] = (),
+        on_wake: Callable[[], None] | None = None,
+    ) -> None:
         self._options = options
+        self._wakes = frozenset(wakes)
+        self._on_wake = on_wake
+        self._group_started = 0.0
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Appended by any thread, taken by this one: deque operations are atomic.
+        self._first: collections.deque[Any] = collections.deque()
+        # Jobs taken from the queue but not yet run, in queue order (this thread only).
+        self._held: collections.deque[Any] = collections.deque()
         self._connection: sqlite3.Connection | None = None
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        jobs = self._jobs
-        held: Any = None
         while True:
-            job = held if held is not None else jobs.get()
-            held = None
-            kind, function, args, loop, future = job
-            if kind is _STOP:
+            if self._first:
+                if self._first[0][0] is _WRITE:
+                    self._run_group(self._take_first(), pause=False)
+                else:
+                    self._run_call(self._first.popleft())
+                continue
+            job = self._held.popleft() if self._held else self._jobs.get()
+            if job is _NUDGE:
+                continue
+            if job[0] is _STOP:
                 self._close()
-                _deliver(loop, future, (True, None))
+                _deliver(job[3], job[4], (True, None))
                 return
-            if kind is _WRITE:
-                group = [job]
-                while len(group) < MAX_GROUP:
-                    try:
-                        following = jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if following[0] is not _WRITE:
-                        held = following
-                        break
-                    group.append(following)
-                _deliver_group(group, self._write_group(group))
-                del group
+            if job[0] is _WRITE:
+                self._run_group(self._gather(job), pause=True)
             else:
-                outcome = self._attempt(function, args)
-                if not outcome[0] and self._connection is not None:
-                    # A failed call must leave no transaction open: a reader inside one keeps
-                    # its snapshot and misses every later commit.
-                    rollback(self._connection)
-                _deliver(loop, future, outcome)
-                del outcome
-            # Drop references now: a finished call's arguments must not outlive it.
-            del job, function, args, loop, future
+                self._run_call(job)
+            # Drop the reference now: a finished call's arguments must not outlive it.
+            del job
+
+    def _run_call(self, job: Any) -> None:
+        _, function, args, loop, future = job
+        outcome = self._attempt(function, args)
+        if not outcome[0] and self._connection is not None:
+            # A failed call must leave no transaction open: a reader inside one keeps
+            # its snapshot and misses every later commit.
+            rollback(self._connection)
+        _deliver(loop, future, outcome)
+
+    def _take_first(self) -> list[Any]:
+        group: list[Any] = []
+        while self._first and self._first[0][0] is _WRITE and len(group) < MAX_GROUP:
+            group.append(self._first.popleft())
+        return group
+
+    def _gather(self, job: Any) -> list[Any]:
+        """``job`` and the writes queued behind it, up to the first other job or lane job."""
+        group = [job]
+        while len(group) < MAX_GROUP and not self._first:
+            if self._held:
+                following = self._held.popleft()
+            else:
+                try:
+                    following = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+            if following is _NUDGE:
+                continue  # its job is in the first lane: the loop's condition sees it
+            if following[0] is not _WRITE:
+                self._held.appendleft(following)
+                break
+            group.append(following)
+        return group
+
+    def _run_group(self, group: list[Any], *, pause: bool) -> None:
+        outcomes = self._write_group(group, pause)
+        done = len(outcomes)
+        # Paused for the first lane: the group's other jobs run next, still in queue order.
+        self._held.extendleft(reversed(group[done:]))
+        if self._on_wake is not None and any(
+            ok and job[1] in self._wakes for job, (ok, _) in zip(group, outcomes, strict=False)
+        ):
+            self._on_wake()
+        _deliver_group(group[:done], outcomes)
 
     def _connect(self) -> sqlite3.Connection:
         connection = self._connection
@@ -219,14 +295,20 @@ class ConnectionThread:
             return failure(exc, self._options.path)
         return attempt(connection, function, args, self._options.path)
 
-    def _write_group(self, group: list[Any]) -> list[Outcome]:
+    def _write_group(self, group: list[Any], pause: bool) -> list[Outcome]:
         try:
             connection = self._connect()
         except BaseException as exc:
             ok, error = failure(exc, self._options.path)
             return [(ok, copy_error(error)) for _ in group]
         jobs = [(function, args) for _, function, args, _, _ in group]
-        return write_group(connection, jobs, self._options.path)
+        self._group_started = time.monotonic()
+        return write_group(
+            connection, jobs, self._options.path, self._lane_waits if pause else None
+        )
+
+    def _lane_waits(self) -> bool:
+        return bool(self._first) and time.monotonic() - self._group_started >= LANE_WAIT
 
     def _close(self) -> None:
         if self._connection is not None:
@@ -245,6 +327,21 @@ class ConnectionThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((_WRITE, function, args, loop, future))
+        return await future
+
+    async def write_first(self, function: Callable[..., T], *args: Any) -> T:
+        """Like ``write``, in the first lane: before every queued job (see the class)."""
+        return await self._put_first(_WRITE, function, args)
+
+    async def call_first(self, function: Callable[..., T], *args: Any) -> T:
+        """Like ``call``, in the first lane: before every queued job (see the class)."""
+        return await self._put_first(_CALL, function, args)
+
+    async def _put_first(self, kind: Any, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._first.append((kind, function, args, loop, future))
+        self._jobs.put(_NUDGE)
         return await future
 
     async def stop(self) -> None:
