@@ -63,6 +63,7 @@ from runstate.adapters.sqlite._outbox import (
 )
 from runstate.adapters.sqlite._query import count_runs, query_runs
 from runstate.adapters.sqlite._store import POLL_INTERVAL, _connect_now, _wake, _watching
+from runstate.adapters.sqlite._writer import CommitWake
 from runstate.tracing import current_trace_context, traced_write
 from runstate.types import (
     AppendResult,
@@ -107,8 +108,10 @@ class SQLiteStore(SyncStoreBase):
         writer = CallerConnections(
             options,
             "runstate-sqlite-writer",
-            wakes=(bootstrap, append),
-            on_wake=functools.partial(_wake, options.path),
+            on_commit=CommitWake(
+                functions=frozenset((bootstrap, append)),
+                wake=functools.partial(_wake, options.path),
+            ),
         )
         reader = CallerConnections(options, "runstate-sqlite-reader")
         try:
@@ -137,7 +140,7 @@ class SQLiteStore(SyncStoreBase):
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
-        # The writer wakes waiting relays as it commits, before returning (``on_wake``).
+        # The writer wakes waiting relays as it commits, before returning (``on_commit``).
         result: AppendResult = self._writer.write(
             bootstrap, checked_metadata, checked_events, input, current_trace_context()
         )

@@ -13,12 +13,12 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ...errors import StoreClosed, StoreUnavailable
 from ._connect import SQLiteOptions, connect, translate_error
-from ._writer import MAX_GROUP, Job, Outcome, failure, write_group
+from ._writer import MAX_GROUP, CommitWake, Job, Outcome, failure, write_group
 
 T = TypeVar("T")
 
@@ -188,10 +188,10 @@ class CallerConnections:
 
     ``call`` runs a function on the calling thread's own connection (so a thread's reads
     share one snapshot history, as ``PRAGMA data_version`` polling needs); ``write`` runs it
-    in a group-committed write transaction on the store's write connection. ``wakes`` and
-    ``on_wake`` are ``ConnectionThread``'s: ``on_wake`` runs on the leading thread after a
-    commit that ran one of ``wakes``. ``write_first`` is ``write`` and ``call_first`` is
-    ``call``: callers queue only for a commit in progress, so there is no queue to go ahead of.
+    in a group-committed write transaction on the store's write connection. ``on_commit``
+    runs on the leading thread after each committed group (see ``CommitWake``).
+    ``write_first`` is ``write`` and ``call_first`` is ``call``: callers queue only for a
+    commit in progress, so there is no queue to go ahead of.
     """
 
     def __init__(
@@ -199,13 +199,11 @@ class CallerConnections:
         options: SQLiteOptions,
         name: str,
         *,
-        wakes: Collection[Callable[..., Any]] = (),
-        on_wake: Callable[[], None] | None = None,
+        on_commit: CommitWake | None = None,
     ) -> None:
         self._options = options
         self.name = name
-        self._wakes = frozenset(wakes)
-        self._on_wake = on_wake
+        self._on_commit = on_commit
         self._local = threading.local()
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._write_connection: sqlite3.Connection | None = None
@@ -252,11 +250,8 @@ class CallerConnections:
         except BaseException as exc:
             return [failure(exc, self._options.path) for _ in jobs]
         outcomes = write_group(self._write_connection, jobs, self._options.path)
-        pairs = zip(jobs, outcomes, strict=True)
-        if self._on_wake is not None and any(
-            ok and job[0] in self._wakes for job, (ok, _) in pairs
-        ):
-            self._on_wake()
+        if self._on_commit is not None:
+            self._on_commit.after((job[0] for job in jobs), outcomes)
         return outcomes
 
     def stop(self) -> None:

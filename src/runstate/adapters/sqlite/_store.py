@@ -74,7 +74,7 @@ from ._outbox import (
     stats,
 )
 from ._query import count_runs, query_runs
-from ._writer import ConnectionThread
+from ._writer import CommitWake, ConnectionThread
 
 #: How often ``wait_for_outbox`` looks for commits made by other processes.
 POLL_INTERVAL = 0.05
@@ -138,8 +138,10 @@ class SQLiteStore(StoreBase):
         writer = ConnectionThread(
             options,
             "runstate-sqlite-writer",
-            wakes=(bootstrap, append),
-            on_wake=functools.partial(_wake, options.path),
+            on_commit=CommitWake(
+                functions=frozenset((bootstrap, append)),
+                wake=functools.partial(_wake, options.path),
+            ),
         )
         reader = ConnectionThread(options, "runstate-sqlite-reader")
         try:
@@ -166,7 +168,7 @@ class SQLiteStore(StoreBase):
         """Atomically store a new run's metadata, its first events and their outbox records."""
         self._check_open()
         checked_metadata, checked_events = check_bootstrap(input, self._max_payload_bytes)
-        # The writer wakes waiting relays as it commits, before returning (``on_wake``).
+        # The writer wakes waiting relays as it commits, before returning (``on_commit``).
         result: AppendResult = await self._writer.write(
             bootstrap, checked_metadata, checked_events, input, current_trace_context()
         )

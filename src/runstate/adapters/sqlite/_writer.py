@@ -16,7 +16,8 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._base import copy_error
@@ -78,6 +79,26 @@ def failure(exc: BaseException, path: str) -> Outcome:
         error.__cause__ = exc
         return (False, error)
     return (False, exc)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommitWake:
+    """What a writer does after a commit: ``wake`` once if the group ran one of ``functions``.
+
+    The write functions whose commit may make outbox records claimable; ``wake`` runs on the
+    writing thread, before the results are handed back, so a relay waiting on an event loop
+    is not woken only once the writing task has been scheduled again.
+    """
+
+    functions: frozenset[Callable[..., Any]]
+    wake: Callable[[], None]
+
+    def after(self, functions: Iterable[Callable[..., Any]], outcomes: Iterable[Outcome]) -> None:
+        """Wake if a job succeeded whose function is one of ``functions`` (pairs in order)."""
+        # Not strict: a paused group has outcomes only for the jobs it ran.
+        pairs = zip(functions, outcomes, strict=False)
+        if any(ok and function in self.functions for function, (ok, _) in pairs):
+            self.wake()
 
 
 def attempt(
@@ -187,10 +208,7 @@ class ConnectionThread:
     data_version`` reads take it: a relay must not wait out the engine's queued reads to
     notice a commit.
 
-    ``wakes``: write functions whose commit may make outbox records claimable; after a
-    group that ran one of them commits, ``on_wake`` runs on this thread, before the results
-    are handed back, so a relay waiting on the event loop is not woken only once the writing
-    task has been scheduled again.
+    ``on_commit``: run after each committed group (see ``CommitWake``).
     """
 
     def __init__(
@@ -198,12 +216,10 @@ class ConnectionThread:
         options: SQLiteOptions,
         name: str,
         *,
-        wakes: Collection[Callable[..., Any]] = (),
-        on_wake: Callable[[], None] | None = None,
+        on_commit: CommitWake | None = None,
     ) -> None:
         self._options = options
-        self._wakes = frozenset(wakes)
-        self._on_wake = on_wake
+        self._on_commit = on_commit
         self._group_started = 0.0
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Appended by any thread, taken by this one: deque operations are atomic.
@@ -276,10 +292,8 @@ class ConnectionThread:
         done = len(outcomes)
         # Paused for the first lane: the group's other jobs run next, still in queue order.
         self._held.extendleft(reversed(group[done:]))
-        if self._on_wake is not None and any(
-            ok and job[1] in self._wakes for job, (ok, _) in zip(group, outcomes, strict=False)
-        ):
-            self._on_wake()
+        if self._on_commit is not None:
+            self._on_commit.after((job[1] for job in group), outcomes)
         _deliver_group(group[:done], outcomes)
 
     def _connect(self) -> sqlite3.Connection:
