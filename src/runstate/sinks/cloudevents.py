@@ -69,7 +69,7 @@ def _envelope(record: OutboxRecord, source: str) -> dict[str, Any]:
     event = record.event
     envelope = {
         "specversion": SPEC_VERSION,
-        "id": f"{event.run_id}:{event.seq}",
+        "id": record.message_id,
         "source": source,
         "type": event.type,
         "subject": event.run_id,

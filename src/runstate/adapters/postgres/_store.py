@@ -109,15 +109,16 @@ class PostgresStore(StoreBase, RunQueries):
         # Group commit: writes that queue behind this many statements share the next one.
         in_flight = config.write_statements
         self._kept = KeptConnections(pool, min(in_flight, config.pool_size))
+        # The batchers' statements run without retry: a lost write's outcome is unknown.
         self._bootstraps = WriteBatcher(
-            self._run_write,
+            self._run,
             action="bootstrap_run_tx",
             codec=BootstrapBatchCodec(self._q["bootstrap_batch"]),
             max_in_flight=in_flight,
             trace_sql=self._q["with_traces"].replace("{counts}", BOOTSTRAP_TRACE_COUNTS),
         )
         self._appends = WriteBatcher(
-            self._run_write,
+            self._run,
             action="append_and_enqueue_tx",
             codec=AppendBatchCodec(self._q["append_batch"]),
             max_in_flight=in_flight,
@@ -227,10 +228,6 @@ class PostgresStore(StoreBase, RunQueries):
                 return await self._pool.acquire()
         finally:
             self._kept.waiting -= 1
-
-    async def _run_write(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
-        """``_run`` for the write batchers (no retry: a lost write's outcome is unknown)."""
-        return await self._run(action, work)
 
     # -- writes ------------------------------------------------------------------------
 
