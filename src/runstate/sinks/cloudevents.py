@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from ..errors import InvalidInput
@@ -25,8 +26,9 @@ DATA_CONTENT_TYPE = "application/json"
 
 def format_time(value: datetime) -> str:
     """Render an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
-    text = value.astimezone(UTC).isoformat(timespec="microseconds")
-    return text.removesuffix("+00:00") + "Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
 def store_source(store_id: str) -> str:
@@ -106,5 +108,23 @@ def dumps(value: object) -> bytes:
 
 def encode_cloudevent(record: OutboxRecord, source: str = SOURCE) -> bytes:
     """Return the compact JSON bytes of the record's CloudEvent."""
-    # The record's payload is encoded in place: nothing keeps the envelope, so no copy.
-    return _encode(_envelope(record, source)).encode()
+    # The same bytes as encoding _envelope()'s object, written out directly: every relayed
+    # record passes here, and building the object to encode it cost half of the time.
+    event = record.event
+    text = (
+        f'{{"specversion":"{SPEC_VERSION}","id":{_string(record.message_id)}'
+        f',"source":{_string(source)},"type":{_string(event.type)}'
+        f',"subject":{_string(event.run_id)},"time":"{format_time(event.recorded_at)}"'
+        f',"datacontenttype":"{DATA_CONTENT_TYPE}","data":{_encode(event.payload)}'
+        f',"seq":{int(event.seq)},"eventid":{_string(event.event_id)}'
+        f',"workflow":{_string(record.workflow)}'
+    )
+    if record.traceparent is not None:
+        text += f',"traceparent":{_string(record.traceparent)}'
+        if record.tracestate is not None:
+            text += f',"tracestate":{_string(record.tracestate)}'
+    return (text + "}").encode()
+
+
+#: JSON string literals as ``_encode`` writes them (``ensure_ascii=False``).
+_string = encode_basestring

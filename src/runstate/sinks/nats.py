@@ -254,16 +254,22 @@ class NatsSink(BaseSink):
             return self.all_retry(batch, exc)
         outcomes: list[DeliveryOutcome | None] = [None] * len(batch)
         futures: dict[asyncio.Future[Any], int] = {}
+        # Per batch, not per record: the relay's drain runs through this loop.
+        publish_async, source, stream = js.publish_async, self.event_source, self.stream
+        fixed_subject = None if "{" in self.subject else self.subject
         for index, record in enumerate(batch):
+            headers = {"Nats-Msg-Id": record.message_id}
+            if record.traceparent is not None:
+                headers.update(trace_headers(record))
             try:
-                future = await js.publish_async(
-                    render_subject(self.subject, record),
-                    encode_cloudevent(record, self.event_source),
+                future = await publish_async(
+                    fixed_subject or render_subject(self.subject, record),
+                    encode_cloudevent(record, source),
                     # No stall timeout: asyncio.wait_for would cost a task per message, and the
                     # ack wait below cancels stuck futures, which frees their slots.
                     wait_stall=None,
-                    stream=self.stream,
-                    headers={"Nats-Msg-Id": record.message_id, **trace_headers(record)},
+                    stream=stream,
+                    headers=headers,
                 )
             except nats.errors.MaxPayloadError as exc:
                 outcomes[index] = self.outcome_for(record, PermanentDeliveryError(str(exc)))

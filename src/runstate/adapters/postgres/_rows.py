@@ -59,6 +59,9 @@ def utc_column(value: Any) -> datetime:
     """A timestamp column as an aware UTC datetime; raises for values no datetime holds."""
     if type(value) is int:
         return _PG_EPOCH + timedelta(microseconds=value)
+    if value.tzinfo is UTC:
+        # asyncpg's own: every timestamp read takes this path.
+        return value  # type: ignore[no-any-return]
     if value.tzinfo is None:
         # The driver's stand-ins for -infinity and infinity: no instant at all.
         raise ValueError(f"the timestamp is {'-' if value.year == 1 else ''}infinity")
