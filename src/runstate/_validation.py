@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -10,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import cast
 
+from ._json import compact
 from .errors import InvalidInput
 from .types import JSON, RunBootstrapInput, RunEventInput, RunMetadata
 
@@ -38,8 +38,6 @@ _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # NUL, and no UTF-8 encoder accepts a lone surrogate.
 _FORBIDDEN_JSON_CHARS = re.compile(r"[\x00\ud800-\udfff]")
 
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
 
 class CheckedEvent:
     """An event that passed validation: a private copy of its payload, and its JSON text.
@@ -62,7 +60,7 @@ class CheckedEvent:
     def payload_json(self) -> str:
         """The payload as compact JSON text."""
         if self._payload_json is None:
-            self._payload_json = _encoder.encode(self.payload)
+            self._payload_json = compact(self.payload)
         return self._payload_json
 
 
@@ -90,13 +88,13 @@ class CheckedMetadata:
     def input_json(self) -> str:
         """The run input as compact JSON text."""
         if self._input_json is None:
-            self._input_json = _encoder.encode(self.input)
+            self._input_json = compact(self.input)
         return self._input_json
 
     @property
     def labels_json(self) -> str:
         """The labels as compact JSON text."""
-        return _encoder.encode(self.labels) if self.labels else "{}"
+        return compact(self.labels) if self.labels else "{}"
 
 
 def _is_plain_identifier(value: object) -> bool:
@@ -249,7 +247,7 @@ def check_event(event: object, index: int, max_payload_bytes: int) -> CheckedEve
     payload, bound = checked_json_copy(event.payload, field)
     payload_json = None
     if bound > max_payload_bytes:
-        payload_json = _encoder.encode(payload)
+        payload_json = compact(payload)
         _check_size(payload_json, field, max_payload_bytes)
     return CheckedEvent(event, payload, payload_json)  # type: ignore[arg-type]
 
@@ -298,7 +296,7 @@ def check_metadata(metadata: object, max_payload_bytes: int) -> CheckedMetadata:
     input_copy, bound = checked_json_copy(metadata.input, "metadata.input")
     input_json = None
     if bound > max_payload_bytes:
-        input_json = _encoder.encode(input_copy)
+        input_json = compact(input_copy)
         _check_size(input_json, "metadata.input", max_payload_bytes)
     return CheckedMetadata(metadata, input_copy, labels, input_json)
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .._json import compact
 from ..errors import InvalidInput
 from ..types import (
     JSON,
@@ -40,8 +41,6 @@ _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})\Z"
 )
 
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
 METADATA_FIELDS = frozenset(
     {
         "run_id",
@@ -60,7 +59,7 @@ EVENT_INPUT_FIELDS = frozenset({"type", "payload", "event_id", "schema_version",
 
 def dumps(value: object) -> bytes:
     """Encode a JSON document compactly as UTF-8 (no NaN, no ASCII escaping)."""
-    return _encoder.encode(value).encode("utf-8")
+    return compact(value).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> None:

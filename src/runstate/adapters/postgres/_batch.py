@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import asyncpg
 
+from ..._json import compact
 from ...errors import StoreUnavailable
 from .._base import copy_error
 
@@ -60,11 +60,6 @@ class BatchCodec(Protocol):
         """One result row (or ``None`` when missing) per item, in the items' order."""
 
 
-#: The batch as one JSON text: Python's C encoder writes it in microseconds, where asyncpg
-#: checks and encodes every element of 17 typed arrays (half of the client's CPU per write).
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-
-
 class BootstrapBatchCodec:
     """Sends a batch of bootstraps to ``runstate_bootstrap_batch``: set-based, one call.
 
@@ -80,7 +75,7 @@ class BootstrapBatchCodec:
 
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The call and its one argument: the items as one JSON array."""
-        return self._sql, [_dumps(items)]
+        return self._sql, [compact(items)]
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """Per item: written (its positions) or refused (whether it was the same request)."""
@@ -128,7 +123,7 @@ class AppendBatchCodec:
 
     def statement(self, items: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
         """The call and its one argument: the items as one JSON array."""
-        return self._sql, [_dumps(items)]
+        return self._sql, [compact(items)]
 
     def results(self, rows: list[Any], items: list[tuple[Any, ...]]) -> list[Any]:
         """Per item: its code, last_seq, and the candidates written with their positions."""
