@@ -30,6 +30,11 @@ SELECT c.conname, c.contype,
   FROM pg_constraint AS c JOIN pg_namespace AS n ON n.oid = c.connamespace
  WHERE n.nspname = $1 ORDER BY c.conname
 """
+_STORAGE = """
+SELECT c.relname, c.relkind::text, c.reloptions
+  FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'i') ORDER BY c.relname
+"""
 _FUNCTIONS = """
 SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
        p.prosrc, p.provolatile, replace(p.proconfig::text, $1, 'S')
@@ -45,6 +50,7 @@ async def _catalog(connection: Any, schema: str) -> dict[str, list[tuple[Any, ..
             ("columns", _COLUMNS),
             ("indexes", _INDEXES),
             ("constraints", _CONSTRAINTS),
+            ("storage", _STORAGE),
             ("functions", _FUNCTIONS),
         )
     }
@@ -64,6 +70,7 @@ async def test_migrations_and_schema_sql_produce_the_same_catalog(admin: Any) ->
         for part in want:
             assert got[part] == want[part], part
         assert got["columns"]
+        assert ("run_outbox", "r", ["fillfactor=50"]) in got["storage"]
         assert len(got["functions"]) == 7  # incl. the summary trigger and runstate_event_traces
     finally:
         await drop_postgres_schema(migrated)
