@@ -82,7 +82,8 @@ class CheckedMetadata:
         self.labels = labels
         self._input_json = input_json
         # In UTC, as every adapter stores and returns it; the range check made this safe.
-        self.created_at = metadata.created_at.astimezone(UTC)
+        created_at = metadata.created_at
+        self.created_at = created_at if created_at.tzinfo is UTC else created_at.astimezone(UTC)
 
     @property
     def input_json(self) -> str:
@@ -185,14 +186,22 @@ def _copy_json(value: object, depth: int, field: str, bound: list[int]) -> JSON:
         if kind is list:
             return [_copy_json(item, depth + 1, field, bound) for item in value]  # type: ignore[attr-defined]
         copied: dict[str, JSON] = {}
+        size = 0
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:
                 raise InvalidInput(
                     f"object keys must be strings, got {type(key).__name__}", field=field
                 )
-            _check_json_string(key, field)
-            bound[0] += 6 * len(key) + 4
+            if not key.isprintable():
+                _check_json_string(key, field)
+            if type(item) is str and item.isprintable():
+                # The common flat payload: a printable string needs no call of its own.
+                size += 6 * (len(key) + len(item)) + 7
+                copied[key] = item
+                continue
+            size += 6 * len(key) + 4
             copied[key] = _copy_json(item, depth + 1, field, bound)
+        bound[0] += size
         return copied
     if kind is float:
         if not math.isfinite(value):  # type: ignore[arg-type]
@@ -277,13 +286,28 @@ def check_metadata(metadata: object, max_payload_bytes: int) -> CheckedMetadata:
         raise InvalidInput(
             f"must be a RunMetadata, got {type(metadata).__name__}", field="metadata"
         )
-    check_identifier(metadata.run_id, "metadata.run_id")
-    check_identifier(metadata.workflow, "metadata.workflow")
-    check_identifier(metadata.workflow_version, "metadata.workflow_version", optional=True)
-    check_identifier(metadata.tenant_id, "metadata.tenant_id", optional=True)
-    check_identifier(metadata.parent_run_id, "metadata.parent_run_id", optional=True)
-    check_aware_datetime(metadata.created_at, "metadata.created_at")
-    check_schema_version(metadata.schema_version, "metadata.schema_version")
+    if not (
+        _is_plain_identifier(metadata.run_id)
+        and _is_plain_identifier(metadata.workflow)
+        and metadata.workflow_version is None
+        and metadata.tenant_id is None
+        and metadata.parent_run_id is None
+    ):
+        # Only metadata with optional ids (or a bad one) pays for the detailed checks.
+        check_identifier(metadata.run_id, "metadata.run_id")
+        check_identifier(metadata.workflow, "metadata.workflow")
+        check_identifier(metadata.workflow_version, "metadata.workflow_version", optional=True)
+        check_identifier(metadata.tenant_id, "metadata.tenant_id", optional=True)
+        check_identifier(metadata.parent_run_id, "metadata.parent_run_id", optional=True)
+    created_at = metadata.created_at
+    if not (
+        type(created_at) is datetime
+        and created_at.tzinfo is UTC
+        and MIN_DATETIME <= created_at <= MAX_DATETIME
+    ):
+        check_aware_datetime(created_at, "metadata.created_at")
+    if type(metadata.schema_version) is not int or metadata.schema_version != 1:
+        check_schema_version(metadata.schema_version, "metadata.schema_version")
     if type(metadata.labels) is not dict and not isinstance(metadata.labels, Mapping):
         raise InvalidInput("must be a mapping of str to str", field="metadata.labels")
     labels = dict(metadata.labels)
