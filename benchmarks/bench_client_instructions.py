@@ -28,7 +28,12 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_postgres import PGBENCH_APPEND, PGBENCH_BOOTSTRAP, _event_batch
+from benchmarks.bench_postgres import (
+    PGBENCH_APPEND,
+    PGBENCH_BOOTSTRAP,
+    _event_batch,
+    bootstrap_inputs,
+)
 from runstate import RunBootstrapInput, RunMetadata, open_store
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -50,16 +55,7 @@ async def child(url: str, schema: str, side: str, op: str, count: int, built: in
                 )
             )
             if op == "bootstrap":
-                bootstraps = [
-                    RunBootstrapInput(
-                        metadata=RunMetadata(
-                            run_id=f"rs-{uuid.uuid4().hex}", workflow="bench", input={"n": 1}
-                        ),
-                        first_events=_event_batch("RunQueued", "RunStarted"),
-                    )
-                    for _ in range(built)
-                ]
-                for item in bootstraps[:count]:
+                for item in bootstrap_inputs(built)[:count]:
                     await store.bootstrap_run_tx(item)
             else:
                 appends = [_event_batch("Step") for _ in range(built)]

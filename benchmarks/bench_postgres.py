@@ -101,6 +101,17 @@ def _event_batch(*types: str) -> list[RunEventInput]:
     return [RunEventInput(type=t, payload={"queue": "q"}) for t in types]
 
 
+def bootstrap_inputs(count: int) -> list[RunBootstrapInput]:
+    """The benchmark's bootstraps, as pgbench's statement writes them: metadata + 2 events."""
+    return [
+        RunBootstrapInput(
+            metadata=RunMetadata(run_id=f"rs-{uuid.uuid4().hex}", workflow="bench", input={"n": 1}),
+            first_events=_event_batch("RunQueued", "RunStarted"),
+        )
+        for _ in range(count)
+    ]
+
+
 #: Inputs built per cell before its clock starts, per second of the cell: more than any
 #: machine here writes, so the cell ends on its deadline, not on running out.
 INPUTS_PER_SECOND = 8_000
@@ -148,15 +159,7 @@ async def runstate_cell(url: str, schema: str, op: str, concurrency: int, second
     count = int(seconds * INPUTS_PER_SECOND) + 1_000
     try:
         if op == "bootstrap":
-            bootstraps = [
-                RunBootstrapInput(
-                    metadata=RunMetadata(
-                        run_id=f"rs-{uuid.uuid4().hex}", workflow="bench", input={"n": 1}
-                    ),
-                    first_events=_event_batch("RunQueued", "RunStarted"),
-                )
-                for _ in range(count)
-            ]
+            bootstraps = bootstrap_inputs(count)
 
             async def bootstrap(_index: int, item: RunBootstrapInput) -> None:
                 await store.bootstrap_run_tx(item)
