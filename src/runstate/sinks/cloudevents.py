@@ -121,5 +121,5 @@ def encode_cloudevent(record: OutboxRecord, source: str = SOURCE) -> bytes:
     return (text + "}").encode()
 
 
-#: JSON string literals as ``_encode`` writes them (``ensure_ascii=False``).
+#: JSON string literals as ``compact`` writes them (non-ASCII kept as is).
 _string = encode_basestring
