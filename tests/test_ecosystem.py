@@ -32,7 +32,14 @@ from cloudevents.core.bindings import rabbitmq as ce_rabbitmq
 from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from conftest import IN_CI, POSTGRES_URL, drop_postgres_schema, require_service, unique_schema
+from conftest import (
+    IN_CI,
+    POSTGRES_URL,
+    drop_postgres_schema,
+    loopback_server,
+    require_service,
+    unique_schema,
+)
 from runstate import (
     InvalidInput,
     MemoryStore,
@@ -195,13 +202,9 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     state = Receiver()
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(state.handle) as port:
+        state.port = port
         yield state
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def whsec() -> str:

@@ -31,6 +31,7 @@ from _proxy import TcpProxy
 from conftest import (
     POSTGRES_URL,
     drop_postgres_schema,
+    loopback_server,
     require_service,
     standard_webhook_signed,
     unique_schema,
@@ -253,13 +254,9 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     state = Receiver()
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(state.handle) as port:
+        state.port = port
         yield state
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 _RELAY_PROCESS = textwrap.dedent(

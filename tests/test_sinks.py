@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import require_service
+from conftest import loopback_server, require_service
 from runstate import InvalidInput, MemoryStore, RunBootstrapInput, RunEventInput, RunMetadata
 from runstate.relay import Relay
 from runstate.relay.metrics import RelayMetrics
@@ -277,13 +277,9 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     state = Receiver()
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(state.handle) as port:
+        state.port = port
         yield state
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_webhook_structured_and_signed_the_earlier_way(receiver: Receiver) -> None:

@@ -26,7 +26,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import POSTGRES_URL, drop_postgres_schema, require_service, unique_schema
+from conftest import (
+    POSTGRES_URL,
+    drop_postgres_schema,
+    loopback_server,
+    require_service,
+    unique_schema,
+)
 from runstate import MemoryStore, RunEngine, RunMetadata, RunNotFound, RunStateStore, open_store
 from runstate.relay import Relay
 from runstate.sinks import CallableSink, PermanentDeliveryError, open_sink
@@ -193,13 +199,9 @@ async def test_one_trace_from_engine_start_to_the_nats_consumer(
 async def receiver() -> AsyncIterator[Receiver]:
     """An HTTP receiver on a free loopback port (test_sinks' scripted one, answering 200)."""
     state = Receiver()
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(state.handle) as port:
+        state.port = port
         yield state
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_postgres_webhook_receiver_gets_the_stored_traceparent_and_tracestate(
