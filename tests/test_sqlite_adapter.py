@@ -32,6 +32,7 @@ from runstate.adapters._sql import latest_version, load_migrations, load_sql
 from runstate.adapters.sqlite import SQLiteStore, applied_version, migrate
 from runstate.adapters.sqlite import _store as sqlite_adapter
 from runstate.adapters.sqlite._migrate import split_statements
+from runstate.testing.contract import bootstrap_input
 
 
 def url_of(path: Path) -> str:
@@ -450,3 +451,51 @@ async def test_unclosed_store_stops_its_threads(tmp_path: Path) -> None:
             break
         await asyncio.sleep(0.01)
     assert count() == before
+
+
+async def _pending_runs(path: Path, runs: int) -> None:
+    # Concurrent bootstraps share group commits: thousands of runs in well under a second.
+    async with open_store(url_of(path)) as store:
+        for start in range(0, runs, 1000):
+            await asyncio.gather(
+                *(
+                    store.bootstrap_run_tx(bootstrap_input(f"run-{index:06d}"))
+                    for index in range(start, min(runs, start + 1000))
+                )
+            )
+
+
+def _claim_steps(path: Path) -> tuple[int, int]:
+    """SQLite VM steps (in hundreds) and records of one claim of 100, rolled back."""
+    from runstate.adapters.sqlite._outbox import claim
+
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.set_progress_handler(count, 100)
+        claimed = claim(connection, "owner", 100, 30.0)
+        connection.set_progress_handler(None, 0)
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+    return steps[0], len(claimed)
+
+
+async def test_a_claim_reads_the_runs_it_takes_not_the_whole_backlog(tmp_path: Path) -> None:
+    # A claim used to group every undelivered record by run to find the oldest heads: about
+    # 100 ms with 100,000 runs waiting, all of it holding the writer. It now walks heads oldest
+    # first and stops when the batch is full. VM steps, not seconds: the same on any machine.
+    small, large = tmp_path / "small.db", tmp_path / "large.db"
+    await _pending_runs(small, 200)
+    await _pending_runs(large, 10_000)
+    small_steps, small_claimed = _claim_steps(small)
+    large_steps, large_claimed = _claim_steps(large)
+    assert small_claimed == large_claimed == 100
+    # 50 times the backlog; the old query cost about 50 times the steps.
+    assert large_steps < 2 * small_steps, (small_steps, large_steps)

@@ -32,15 +32,18 @@ def claim(
     claimed: list[OutboxRecord] = []
     # Runs in the order of their oldest undelivered record, as in the memory adapter, so a
     # busy run cannot starve the others.
-    heads = connection.execute(Q["outbox_heads"]).fetchall()
-    for run_id, _ in heads:
-        prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
-        try:
-            claimed += _claimable_prefix(connection, run_id, prefix, now_us, owner, expires)
-        finally:
-            prefix.close()  # never leave a statement open: it would pin a snapshot
-        if len(claimed) >= limit:
-            break
+    heads = connection.execute(Q["outbox_heads"])
+    try:
+        for run_id, _ in heads:
+            prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
+            try:
+                claimed += _claimable_prefix(connection, run_id, prefix, now_us, owner, expires)
+            finally:
+                prefix.close()  # never leave a statement open: it would pin a snapshot
+            if len(claimed) >= limit:
+                break
+    finally:
+        heads.close()
     expires_us = to_us(expires)
     connection.executemany(
         Q["outbox_lease"], [(owner, expires_us, record.outbox_id) for record in claimed]

@@ -51,11 +51,15 @@ ORDER BY seq
 LIMIT ?;
 
 -- name: outbox_heads
-SELECT run_id, min(outbox_id) AS head
-FROM runstate_outbox
-WHERE delivered_at IS NULL
-GROUP BY run_id
-ORDER BY head;
+-- Each run's oldest undelivered record, oldest first: read lazily, so a claim reads only as
+-- many heads as it needs (runstate_outbox_pending, then one probe of
+-- runstate_outbox_undelivered per record passed).
+SELECT o.run_id, o.outbox_id
+FROM runstate_outbox AS o
+WHERE o.delivered_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM runstate_outbox AS p
+                  WHERE p.run_id = o.run_id AND p.delivered_at IS NULL AND p.seq < o.seq)
+ORDER BY o.outbox_id;
 
 -- name: outbox_run_prefix
 SELECT o.outbox_id, o.attempts, o.dead, o.available_at, o.lease_owner, o.lease_expires_at,

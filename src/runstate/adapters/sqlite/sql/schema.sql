@@ -82,6 +82,10 @@ CREATE TABLE runstate_outbox (
 CREATE INDEX runstate_outbox_undelivered
     ON runstate_outbox (run_id, seq) WHERE delivered_at IS NULL;
 
+-- Claims walk the undelivered records oldest first, stopping when the batch is full (0005).
+CREATE INDEX runstate_outbox_pending
+    ON runstate_outbox (outbox_id) WHERE delivered_at IS NULL;
+
 -- Retention: purge_delivered deletes the oldest deliveries first, in small batches.
 CREATE INDEX runstate_outbox_delivered
     ON runstate_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
