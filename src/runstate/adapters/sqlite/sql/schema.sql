@@ -77,8 +77,8 @@ CREATE TABLE runstate_outbox (
     dead_at          INTEGER
 );
 
--- Claims find each run's oldest undelivered record, then walk the run's prefix in seq order.
--- One partial index serves both; it stays as small as the backlog.
+-- Claims walk each run's prefix in seq order, and ask whether a record has an undelivered one
+-- before it. A partial index: it stays as small as the backlog.
 CREATE INDEX runstate_outbox_undelivered
     ON runstate_outbox (run_id, seq) WHERE delivered_at IS NULL;
 
