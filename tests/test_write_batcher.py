@@ -136,21 +136,14 @@ async def test_a_lone_write_goes_out_at_once_when_nothing_else_is_out() -> None:
 
 async def test_the_writers_report_idle_once_nothing_waits_or_runs() -> None:
     server = ScriptedServer()
-    idle_reports: list[bool] = []
-    batcher = WriteBatcher(
-        server.run,
-        action="test",
-        codec=EchoCodec(),
-        max_in_flight=1,
-        on_idle=lambda: idle_reports.append(True),
-    )
+    batcher = WriteBatcher(server.run, action="test", codec=EchoCodec(), max_in_flight=1)
     call = asyncio.ensure_future(batcher.submit("run", ("run",)))
     await _turns()
-    assert idle_reports == []
+    assert not batcher.idle
     server.finish(0)
     await call
     await _turns()
-    assert idle_reports == [True]
+    assert batcher.idle
 
 
 async def test_a_run_is_never_in_two_statements_at_once() -> None:

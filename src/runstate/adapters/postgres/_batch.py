@@ -192,7 +192,6 @@ class WriteBatcher:
         codec: BatchCodec,
         max_in_flight: int,
         max_batch: int = 32,
-        on_idle: Callable[[], None] = lambda: None,
         trace_sql: str | None = None,
         lone_writer_at_once: bool = True,
     ) -> None:
@@ -200,7 +199,6 @@ class WriteBatcher:
         # False only to observe the batching alone (tests/test_write_batcher.py).
         self._lone_writer_at_once = lone_writer_at_once
         self._trace_sql = trace_sql
-        self._on_idle = on_idle
         self._action = action
         self._codec = codec
         self._max_in_flight = max_in_flight
@@ -249,8 +247,6 @@ class WriteBatcher:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._start_batches()
-        if self.idle:
-            self._on_idle()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -334,10 +330,8 @@ class WriteBatcher:
             self._runs_in_flight.difference_update(item[0] for item in batch)
             if self._pending:
                 # Deferred like a submit: the callers just woken join the next statement.
+                # Nothing waiting (the lone writer's usual case) costs no loop turn.
                 self._schedule_flush()
-            elif self.idle:
-                # Nothing waits (the lone writer's usual case): no loop turn for a flush.
-                self._on_idle()
 
 
 class KeptConnections:
