@@ -98,7 +98,7 @@ def append_result(
     appended = []
     if appended_indexes:
         assert recorded_at is not None
-        recorded = recorded_at if recorded_at.tzinfo is UTC else recorded_at.astimezone(UTC)
+        recorded = utc_column(recorded_at)
         for offset, (index, position) in enumerate(
             zip(appended_indexes, stored_positions, strict=True)
         ):
