@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_postgres import (
     PGBENCH_APPEND,
     PGBENCH_BOOTSTRAP,
+    _admin,
     _event_batch,
+    _prepare_pgbench_schema,
     bootstrap_inputs,
 )
 from runstate import RunBootstrapInput, RunMetadata, open_store
@@ -101,29 +103,6 @@ def instructions(args: argparse.Namespace, side: str, op: str, count: int) -> in
     return int(found.group(1))
 
 
-async def prepare(url: str, schema: str) -> None:
-    """Create the scratch schema and pgbench's append target run."""
-    store = await open_store(url, schema=schema)
-    await store.close()
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(
-            f'INSERT INTO "{schema}".run_metadata (run_id, workflow, input, labels,'  # noqa: S608
-            " created_at, schema_version) VALUES ('pgb-run-0', 'bench', 'null', '{}', now(), 1)"
-        )
-    finally:
-        await connection.close()
-
-
-async def drop(url: str, schema: str) -> None:
-    """Drop the scratch schema."""
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
-
-
 def main() -> None:
     """Count both sides' instructions per operation and print them with their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,7 +117,8 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    asyncio.run(prepare(args.url, args.schema))
+    # pgbench's append target is run pgb-run-0: one client.
+    asyncio.run(_prepare_pgbench_schema(args.url, args.schema, 0))
     try:
         per_op: dict[tuple[str, str], float] = {}
         for op in OPERATIONS:
@@ -148,7 +128,7 @@ def main() -> None:
                 per_op[side, op] = (twice - once) / args.ops
                 print(f"  {side:<9} {op:<10} {per_op[side, op]:>12,.0f} instructions/op")
     finally:
-        asyncio.run(drop(args.url, args.schema))
+        asyncio.run(_admin(args.url, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE'))
     print(f"\nclient instructions per operation (callgrind, marginal over {args.ops} ops)")
     print(f"{'operation':<10} {'runstate':>12} {'asyncpg':>12} {'ratio':>6}")
     for op in OPERATIONS:
