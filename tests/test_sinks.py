@@ -9,7 +9,7 @@ import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,72 @@ async def test_nats_relay_delivers_many_events_in_order(nats_stream: tuple[str, 
     assert by_run([body for body, _ in messages]) == {
         f"run-{i}": list(range(1, 26)) for i in range(6)
     }
+
+
+async def test_nats_publish_with_no_stream_for_the_subject_is_retried(
+    nats_stream: tuple[str, str],
+) -> None:
+    _, prefix = nats_stream
+    async with open_sink(f"nats://127.0.0.1:4222?subject={prefix}.nowhere") as sink:
+        outcomes = await sink.publish(sample_batch())
+    assert [o.status for o in outcomes] == [DeliveryStatus.RETRY] * 5
+    assert all("NoStreamResponseError" in (o.error or "") for o in outcomes)
+
+
+async def test_nats_publish_landing_in_another_stream_than_named_is_retried(
+    nats_stream: tuple[str, str],
+) -> None:
+    stream, prefix = nats_stream
+    async with open_sink(f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}") as sink:
+        assert statuses(await sink.publish(sample_batch()[:1])) == {DeliveryStatus.DELIVERED}
+    other = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}_OTHER&create_stream=false"
+    async with open_sink(other) as sink:
+        outcomes = await sink.publish(sample_batch())
+    assert [o.status for o in outcomes] == [DeliveryStatus.RETRY] * 5
+    print([o.error for o in outcomes])
+    assert all("expected stream does not match" in (o.error or "") for o in outcomes)
+    assert len(await stream_messages(stream)) == 1
+
+
+async def test_nats_publish_nobody_acknowledges_is_retried_after_the_timeout(
+    nats_stream: tuple[str, str],
+) -> None:
+    import nats
+
+    _, prefix = nats_stream
+    listener = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        # A plain subscriber is a responder that never answers, as a stalled stream would be.
+        await listener.subscribe(f"{prefix}.silent")
+        await listener.flush()
+        url = f"nats://127.0.0.1:4222?subject={prefix}.silent&timeout=0.3"
+        async with open_sink(url) as sink:
+            outcomes = await sink.publish(sample_batch())
+    finally:
+        await listener.close()
+    assert [o.status for o in outcomes] == [DeliveryStatus.RETRY] * 5
+    assert all("no JetStream acknowledgement within 0.3s" in (o.error or "") for o in outcomes)
+
+
+async def test_nats_record_over_the_server_payload_limit_is_dead_lettered_alone(
+    nats_stream: tuple[str, str],
+) -> None:
+    stream, prefix = nats_stream
+    small = record("run-a", 1, 1)
+    large = record("run-b", 1, 2)
+    large = replace(large, event=replace(large.event, payload={"blob": "x" * 1_100_000}))
+    async with open_sink(f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}") as sink:
+        outcomes = await sink.publish([small, large, record("run-a", 2, 3)])
+    assert [o.status for o in outcomes] == [
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.DEAD,
+        DeliveryStatus.DELIVERED,
+    ]
+    assert "maximum payload exceeded" in (outcomes[1].error or "")
+    assert [headers["Nats-Msg-Id"] for _, headers in await stream_messages(stream)] == [
+        small.message_id,
+        record("run-a", 2, 3).message_id,
+    ]
 
 
 class _NoJitter(random.Random):
