@@ -9,7 +9,7 @@ import random
 import signal
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -281,6 +281,58 @@ async def test_graceful_stop_finishes_the_batch_and_releases(
     assert len(recorder.received) == 6
     stats = await outbox(store).outbox_stats()
     assert (stats.in_flight, stats.pending, stats.delivered) == (0, 14, 6)
+
+
+async def test_under_a_backlog_the_next_batch_is_claimed_during_the_delivery(
+    store_factory: StoreFactory,
+) -> None:
+    store = await store_factory()
+    run_ids = await seed(store, runs=6, events=5)
+    recorder = Recorder()
+    leased_during_delivery: list[int] = []
+
+    async def watch(event: dict[str, Any]) -> None:
+        if not recorder.received:
+            await asyncio.sleep(0.05)  # the claim ahead runs meanwhile
+            leased_during_delivery.append((await outbox(store).outbox_stats()).in_flight)
+        await recorder(event)
+
+    report = await relay(store, CallableSink(watch), batch_size=10).run_once()
+    assert report.delivered == 30
+    # This batch of 10 and the next 10, claimed ahead from runs this one does not hold.
+    assert leased_during_delivery == [20]
+    assert recorder.seqs_by_run() == {run_id: list(range(1, 6)) for run_id in run_ids}
+    assert len({event["id"] for event in recorder.received}) == 30
+
+
+async def test_a_batch_claimed_ahead_that_waited_half_its_lease_is_claimed_anew(
+    store_factory: StoreFactory,
+) -> None:
+    store = await store_factory()
+    run_ids = await seed(store, runs=4, events=3)
+    recorder = Recorder()
+
+    async def slow_first(event: dict[str, Any]) -> None:
+        if not recorder.received:
+            await asyncio.sleep(0.6)  # more than half of the 1 s lease
+        await recorder(event)
+
+    given_back: list[int] = []
+    release = outbox(store).release_outbox
+
+    async def recording_release(outbox_ids: Sequence[int], *, owner: str) -> None:
+        given_back.extend(outbox_ids)
+        await release(outbox_ids, owner=owner)
+
+    store.release_outbox = recording_release  # type: ignore[attr-defined]
+    sink = CallableSink(slow_first)
+    report = await relay(store, sink, batch_size=6, lease_seconds=1.0).run_once()
+    assert report.delivered == 12
+    assert len(given_back) == 6  # the second batch, claimed ahead, then claimed again
+    assert recorder.seqs_by_run() == {run_id: [1, 2, 3] for run_id in run_ids}
+    assert sorted(recorder.attempts.values()) == [1] * 12  # nothing sent twice
+    stats = await outbox(store).outbox_stats()
+    assert (stats.pending, stats.in_flight, stats.delivered) == (0, 0, 12)
 
 
 async def test_run_forever_wakes_on_new_events(store_factory: StoreFactory) -> None:

@@ -14,9 +14,10 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from .._url import mask_url
 from .._validation import check_count
@@ -240,32 +241,62 @@ class Relay:
 
     async def _worker(self, owner: str, *, forever: bool) -> None:
         failures = 0
-        while not self._stopping.is_set():
-            try:
-                batch = await self.store.claim_outbox_batch(
-                    owner=owner, limit=self.batch_size, lease_seconds=self.lease_seconds
-                )
-                if batch:
-                    # A store failure while recording the outcome (mark_delivered, mark_failed,
-                    # release) is survived like a failed claim: the batch's leases expire and
-                    # its records are delivered again, under the same message ids.
-                    await self._deliver(owner, batch)
-            except StoreUnavailable as exc:
-                if not forever or not exc.retryable:
-                    raise
-                failures += 1
-                delay = min(self.backoff_max, self.poll_interval * 2 ** min(failures, 6))
-                logger.warning(
-                    "relay %s: store unavailable (%s); retry in %.1fs", owner, exc, delay
-                )
-                await self._sleep(delay)
-                continue
-            failures = 0
-            if batch:
-                continue
-            if not forever:
-                return
-            await self._idle_wait()
+        # Under a backlog (the last claim filled its batch), the next batch is claimed while
+        # this one is delivered, so the database works on the claim while this process
+        # publishes instead of each waiting for the other. The store keeps per-run order: a
+        # run whose records are still leased is not claimed ahead.
+        ahead: _ClaimAhead | None = None
+        try:
+            while not self._stopping.is_set():
+                fresh = ahead is None
+                try:
+                    if ahead is None:
+                        batch = await self._claim(owner)
+                    else:
+                        taken, ahead = ahead, None
+                        batch = await self._take(owner, taken)
+                    if batch:
+                        if len(batch) >= self.batch_size and not self._stopping.is_set():
+                            ahead = _ClaimAhead(self._claim(owner))
+                        # A store failure while recording the outcome (mark_delivered,
+                        # mark_failed, release) is survived like a failed claim: the batch's
+                        # leases expire and its records are delivered again, under the same
+                        # message ids.
+                        await self._deliver(owner, batch)
+                except StoreUnavailable as exc:
+                    if not forever or not exc.retryable:
+                        raise
+                    failures += 1
+                    delay = min(self.backoff_max, self.poll_interval * 2 ** min(failures, 6))
+                    logger.warning(
+                        "relay %s: store unavailable (%s); retry in %.1fs", owner, exc, delay
+                    )
+                    await self._sleep(delay)
+                    continue
+                failures = 0
+                # A batch claimed ahead predates the delivery: what was committed meanwhile
+                # is looked for again before going idle.
+                if batch or not fresh:
+                    continue
+                if not forever:
+                    return
+                await self._idle_wait()
+        finally:
+            if ahead is not None:
+                await asyncio.shield(ahead.give_back(self.store, owner))
+
+    def _claim(self, owner: str) -> Coroutine[Any, Any, list[OutboxRecord]]:
+        return self.store.claim_outbox_batch(
+            owner=owner, limit=self.batch_size, lease_seconds=self.lease_seconds
+        )
+
+    async def _take(self, owner: str, ahead: _ClaimAhead) -> list[OutboxRecord]:
+        """The batch claimed ahead; claimed again if it waited for half its lease or more."""
+        batch = await ahead.task
+        if time.monotonic() - ahead.started < self.lease_seconds / 2:
+            return batch
+        await ahead.give_back(self.store, owner)
+        return await self._claim(owner)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -457,3 +488,20 @@ class Relay:
             dead=stats.dead,
             oldest_age_seconds=None if oldest is None else (utc_now() - oldest).total_seconds(),
         )
+
+
+class _ClaimAhead:
+    """A claim running while the batch before it is delivered (see ``Relay._worker``)."""
+
+    __slots__ = ("started", "task")
+
+    def __init__(self, claim: Coroutine[Any, Any, list[OutboxRecord]]) -> None:
+        self.started = time.monotonic()
+        self.task: asyncio.Task[list[OutboxRecord]] = asyncio.ensure_future(claim)
+
+    async def give_back(self, store: OutboxStore, owner: str) -> None:
+        """Let the claim finish (a cancelled one may still lease records), then release them."""
+        with contextlib.suppress(Exception):
+            batch = await self.task
+            if batch:
+                await store.release_outbox([record.outbox_id for record in batch], owner=owner)
