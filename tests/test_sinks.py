@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -203,6 +203,70 @@ async def test_nats_record_over_the_server_payload_limit_is_dead_lettered_alone(
         small.message_id,
         record("run-a", 2, 3).message_id,
     ]
+
+
+async def test_nats_record_over_the_stream_message_size_is_dead_lettered_alone(
+    nats_stream: tuple[str, str],
+) -> None:
+    import nats
+
+    stream, prefix = nats_stream
+    admin = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        await admin.jetstream().add_stream(name=stream, subjects=[f"{prefix}.>"], max_msg_size=4096)
+    finally:
+        await admin.close()
+    large = record("run-b", 1, 2)
+    large = replace(large, event=replace(large.event, payload={"blob": "x" * 5000}))
+    url = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}&create_stream=false"
+    async with open_sink(url) as sink:
+        outcomes = await sink.publish([record("run-a", 1, 1), large, record("run-a", 2, 3)])
+    assert [o.status for o in outcomes] == [
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.DEAD,
+        DeliveryStatus.DELIVERED,
+    ]
+    assert "message size exceeds maximum allowed" in (outcomes[1].error or "")
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "expected"),
+    [
+        (b'{"stream":"S", "seq":1}', None, None),
+        (b'{"stream":"S", "seq":2,"duplicate": true}', None, None),
+        (b'{"stream":"S", "domain":"d", "seq":3}', None, None),
+        (b'{"seq":3, "stream":"S"}', None, None),  # another server's key order
+        (b"", {"Status": "503"}, "NoStreamResponseError"),
+        (
+            b'{"error":{"code":400,"err_code":10060,"description":"expected stream does not'
+            b' match"},"stream":"S","seq":0}',
+            None,
+            "SinkError: JetStream refused the message: expected stream does not match"
+            " (status 400, error 10060)",
+        ),
+        (
+            b'{"error":{"code":400,"err_code":10054,"description":"message size exceeds'
+            b' maximum allowed"},"stream":"S","seq":0}',
+            None,
+            "PermanentDeliveryError",
+        ),
+        (b"not json", None, "SinkError: unexpected JetStream acknowledgement"),
+        (b'["stream"]', None, "SinkError: unexpected JetStream acknowledgement"),
+    ],
+)
+def test_nats_acknowledgements_are_read_strictly(
+    data: bytes, headers: dict[str, str] | None, expected: str | None
+) -> None:
+    from nats.aio.msg import Msg
+
+    from runstate.sinks.nats import ack_error
+
+    error = ack_error(Msg(_client=cast(Any, None), subject="x", data=data, headers=headers))
+    if expected is None:
+        assert error is None
+    else:
+        assert error is not None
+        assert f"{type(error).__name__}: {error}".startswith(expected)
 
 
 class _NoJitter(random.Random):

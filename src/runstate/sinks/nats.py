@@ -44,6 +44,8 @@ EXPECTED_STREAM = Header.EXPECTED_STREAM.value
 STATUS_HEADER = Header.STATUS.value
 #: The status of the answer to a publish no stream (nor any subscriber) listens to.
 NO_RESPONDERS_STATUS = "503"
+#: JetStream's error code for a message over its stream's ``max_msg_size``.
+MESSAGE_TOO_LARGE_FOR_STREAM = 10054
 
 
 def parse_servers(url: str) -> list[str]:
@@ -325,8 +327,13 @@ class NatsSink(BaseSink):
         """Route one acknowledgement (``<prefix><batch>.<index>``) to the batch waiting for it."""
         batch, _, index = msg.subject[len(self._reply_prefix) :].partition(".")
         acks = self._awaiting.get(batch)
-        if acks is not None and index.isdigit():  # else: a batch that gave up waiting
-            acks.answer(int(index), ack_error(msg))
+        if acks is None:  # a batch that gave up waiting
+            return
+        try:
+            position = int(index)
+        except ValueError:
+            return
+        acks.answer(position, ack_error(msg))
 
 
 class _NoAnswer(SinkError):
@@ -350,7 +357,7 @@ class _BatchAcks:
 
     def answer(self, index: int, error: BaseException | None) -> None:
         """Record the server's answer for record ``index`` (the first answer counts)."""
-        if index >= len(self.answers) or self.answers[index] is not _NO_ANSWER:
+        if not 0 <= index < len(self.answers) or self.answers[index] is not _NO_ANSWER:
             return
         self.answers[index] = error
         self.answered += 1
@@ -386,10 +393,13 @@ def ack_error(msg: Msg) -> BaseException | None:
     if isinstance(answer, dict):
         error = answer.get("error")
         if isinstance(error, dict):
-            return SinkError(
+            text = (
                 f"JetStream refused the message: {error.get('description')} "
                 f"(status {error.get('code')}, error {error.get('err_code')})"
             )
+            if error.get("err_code") == MESSAGE_TOO_LARGE_FOR_STREAM:
+                return PermanentDeliveryError(text)  # it will never fit this stream
+            return SinkError(text)
         if "stream" in answer and "seq" in answer:
             return None
     return SinkError(f"unexpected JetStream acknowledgement: {data[:120]!r}")
