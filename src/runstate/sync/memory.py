@@ -70,6 +70,7 @@ from runstate.types import (
     RunOrder,
     RunSummary,
     new_append_result,
+    new_outbox_record,
     new_persisted_event,
     utc_now,
 )
@@ -337,15 +338,15 @@ class MemoryStore(SyncStoreBase):
                     delivery.lease_expires_at = expires
                     traceparent, tracestate = data.traces.get(event.position, (None, None))
                     claimed.append(
-                        OutboxRecord(
-                            outbox_id=event.position,
-                            event=copy_event(event),
-                            workflow=run.metadata.workflow,
-                            attempts=delivery.attempts,
-                            lease_owner=owner,
-                            lease_expires_at=expires,
-                            traceparent=traceparent,
-                            tracestate=tracestate,
+                        new_outbox_record(
+                            event.position,
+                            copy_event(event),
+                            run.metadata.workflow,
+                            delivery.attempts,
+                            owner,
+                            expires,
+                            traceparent,
+                            tracestate,
                         )
                     )
             return claimed

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ...errors import UnreadableRecord
-from ...types import DeadLetter, OutboxRecord, OutboxStats, utc_now
+from ...types import DeadLetter, OutboxRecord, OutboxStats, new_outbox_record, utc_now
 from .._decode import DECODE_ERRORS, decode_rows, reason, report
 from ._connect import from_us, to_us
 from ._ops import event_from_row
@@ -30,6 +30,8 @@ def claim(
     now_us = to_us(now)
     expires = now + timedelta(seconds=lease_seconds)
     claimed: list[OutboxRecord] = []
+    expires_us = to_us(expires)
+    leases: list[tuple[str, int, str, int, int]] = []
     # Runs in the order of their oldest undelivered record, as in the memory adapter, so a
     # busy run cannot starve the others.
     heads = connection.execute(Q["outbox_heads"])
@@ -37,17 +39,19 @@ def claim(
         for run_id, _ in heads:
             prefix = connection.execute(Q["outbox_run_prefix"], (run_id, limit - len(claimed)))
             try:
-                claimed += _claimable_prefix(connection, run_id, prefix, now_us, owner, expires)
+                taken = _claimable_prefix(connection, run_id, prefix, now_us, owner, expires)
             finally:
                 prefix.close()  # never leave a statement open: it would pin a snapshot
+            if taken:
+                # A prefix: the run's undelivered records from its first seq to its last.
+                first, last = taken[0].event.seq, taken[-1].event.seq
+                leases.append((owner, expires_us, run_id, first, last))
+                claimed += taken
             if len(claimed) >= limit:
                 break
     finally:
         heads.close()
-    expires_us = to_us(expires)
-    connection.executemany(
-        Q["outbox_lease"], [(owner, expires_us, record.outbox_id) for record in claimed]
-    )
+    connection.executemany(Q["outbox_lease_run"], leases)
     return claimed
 
 
@@ -74,16 +78,7 @@ def _claimable_prefix(
             _dead_letter_unreadable(connection, outbox_id, run_id, row[7], exc)
             break
         claimed.append(
-            OutboxRecord(
-                outbox_id=outbox_id,
-                event=event,
-                workflow=row[14],
-                attempts=attempts,
-                lease_owner=owner,
-                lease_expires_at=expires,
-                traceparent=row[15],
-                tracestate=row[16],
-            )
+            new_outbox_record(outbox_id, event, row[14], attempts, owner, expires, row[15], row[16])
         )
     return claimed
 

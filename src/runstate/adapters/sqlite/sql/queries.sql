@@ -73,8 +73,11 @@ WHERE o.run_id = ? AND o.delivered_at IS NULL
 ORDER BY o.seq
 LIMIT ?;
 
--- name: outbox_lease
-UPDATE runstate_outbox SET lease_owner = ?, lease_expires_at = ? WHERE outbox_id = ?;
+-- name: outbox_lease_run
+-- One statement per run claimed: the claimed prefix is every undelivered record of the run
+-- from its first seq to its last (runstate_outbox_undelivered).
+UPDATE runstate_outbox SET lease_owner = ?, lease_expires_at = ?
+WHERE run_id = ? AND delivered_at IS NULL AND seq BETWEEN ? AND ?;
 
 -- name: outbox_delivered
 UPDATE runstate_outbox
