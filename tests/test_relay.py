@@ -293,8 +293,12 @@ async def test_under_a_backlog_the_next_batch_is_claimed_during_the_delivery(
 
     async def watch(event: dict[str, Any]) -> None:
         if not recorder.received:
-            await asyncio.sleep(0.05)  # the claim ahead runs meanwhile
-            leased_during_delivery.append((await outbox(store).outbox_stats()).in_flight)
+            for _ in range(500):  # the claim ahead runs meanwhile
+                in_flight = (await outbox(store).outbox_stats()).in_flight
+                if in_flight > 10:
+                    break
+                await asyncio.sleep(0.01)
+            leased_during_delivery.append(in_flight)
         await recorder(event)
 
     report = await relay(store, CallableSink(watch), batch_size=10).run_once()

@@ -139,14 +139,30 @@ async def test_nats_relay_delivers_many_events_in_order(nats_stream: tuple[str, 
     }
 
 
+def retried_because(outcomes: list[DeliveryOutcome], reason: str) -> bool:
+    """Whether every outcome is a retry whose error says ``reason``."""
+    return all(o.status is DeliveryStatus.RETRY and reason in (o.error or "") for o in outcomes)
+
+
+async def publish_one_too_large(url: str, size: int) -> list[DeliveryOutcome]:
+    """Publish run-a's seq 1, a run-b record with a ``size``-character payload, run-a's seq 2."""
+    large = record("run-b", 1, 2)
+    large = replace(large, event=replace(large.event, payload={"blob": "x" * size}))
+    async with open_sink(url) as sink:
+        return await sink.publish([record("run-a", 1, 1), large, record("run-a", 2, 3)])
+
+
+ONE_DEAD_LETTER = [DeliveryStatus.DELIVERED, DeliveryStatus.DEAD, DeliveryStatus.DELIVERED]
+
+
 async def test_nats_publish_with_no_stream_for_the_subject_is_retried(
     nats_stream: tuple[str, str],
 ) -> None:
     _, prefix = nats_stream
     async with open_sink(f"nats://127.0.0.1:4222?subject={prefix}.nowhere") as sink:
         outcomes = await sink.publish(sample_batch())
-    assert [o.status for o in outcomes] == [DeliveryStatus.RETRY] * 5
-    assert all("NoStreamResponseError" in (o.error or "") for o in outcomes)
+    assert len(outcomes) == 5
+    assert retried_because(outcomes, "NoStreamResponseError")
 
 
 async def test_nats_publish_landing_in_another_stream_than_named_is_retried(
@@ -158,9 +174,8 @@ async def test_nats_publish_landing_in_another_stream_than_named_is_retried(
     other = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}_OTHER&create_stream=false"
     async with open_sink(other) as sink:
         outcomes = await sink.publish(sample_batch())
-    assert [o.status for o in outcomes] == [DeliveryStatus.RETRY] * 5
-    print([o.error for o in outcomes])
-    assert all("expected stream does not match" in (o.error or "") for o in outcomes)
+    assert len(outcomes) == 5
+    assert retried_because(outcomes, "expected stream does not match")
     assert len(await stream_messages(stream)) == 1
 
 
@@ -180,27 +195,20 @@ async def test_nats_publish_nobody_acknowledges_is_retried_after_the_timeout(
             outcomes = await sink.publish(sample_batch())
     finally:
         await listener.close()
-    assert [o.status for o in outcomes] == [DeliveryStatus.RETRY] * 5
-    assert all("no JetStream acknowledgement within 0.3s" in (o.error or "") for o in outcomes)
+    assert len(outcomes) == 5
+    assert retried_because(outcomes, "no JetStream acknowledgement within 0.3s")
 
 
 async def test_nats_record_over_the_server_payload_limit_is_dead_lettered_alone(
     nats_stream: tuple[str, str],
 ) -> None:
     stream, prefix = nats_stream
-    small = record("run-a", 1, 1)
-    large = record("run-b", 1, 2)
-    large = replace(large, event=replace(large.event, payload={"blob": "x" * 1_100_000}))
-    async with open_sink(f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}") as sink:
-        outcomes = await sink.publish([small, large, record("run-a", 2, 3)])
-    assert [o.status for o in outcomes] == [
-        DeliveryStatus.DELIVERED,
-        DeliveryStatus.DEAD,
-        DeliveryStatus.DELIVERED,
-    ]
+    url = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}"
+    outcomes = await publish_one_too_large(url, 1_100_000)  # over the server's 1 MiB
+    assert [o.status for o in outcomes] == ONE_DEAD_LETTER
     assert "maximum payload exceeded" in (outcomes[1].error or "")
     assert [headers["Nats-Msg-Id"] for _, headers in await stream_messages(stream)] == [
-        small.message_id,
+        record("run-a", 1, 1).message_id,
         record("run-a", 2, 3).message_id,
     ]
 
@@ -216,16 +224,9 @@ async def test_nats_record_over_the_stream_message_size_is_dead_lettered_alone(
         await admin.jetstream().add_stream(name=stream, subjects=[f"{prefix}.>"], max_msg_size=4096)
     finally:
         await admin.close()
-    large = record("run-b", 1, 2)
-    large = replace(large, event=replace(large.event, payload={"blob": "x" * 5000}))
     url = f"nats://127.0.0.1:4222?subject={prefix}.x&stream={stream}&create_stream=false"
-    async with open_sink(url) as sink:
-        outcomes = await sink.publish([record("run-a", 1, 1), large, record("run-a", 2, 3)])
-    assert [o.status for o in outcomes] == [
-        DeliveryStatus.DELIVERED,
-        DeliveryStatus.DEAD,
-        DeliveryStatus.DELIVERED,
-    ]
+    outcomes = await publish_one_too_large(url, 5000)
+    assert [o.status for o in outcomes] == ONE_DEAD_LETTER
     assert "message size exceeds maximum allowed" in (outcomes[1].error or "")
 
 
