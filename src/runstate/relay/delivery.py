@@ -28,6 +28,7 @@ from ..store import OutboxStore, Sink
 from ..tracing import ENABLED as TRACING
 from ..tracing import PublishTracer
 from ..types import DeliveryOutcome, DeliveryStatus, OutboxRecord, utc_now
+from ._ahead import ClaimAhead
 from .metrics import RelayMetrics, default_metrics
 
 logger = logging.getLogger("runstate.relay")
@@ -245,7 +246,7 @@ class Relay:
         # this one is delivered, so the database works on the claim while this process
         # publishes instead of each waiting for the other. The store keeps per-run order: a
         # run whose records are still leased is not claimed ahead.
-        ahead: _ClaimAhead | None = None
+        ahead: ClaimAhead | None = None
         try:
             while not self._stopping.is_set():
                 fresh = ahead is None
@@ -257,7 +258,7 @@ class Relay:
                         batch = await self._take(owner, taken)
                     if batch:
                         if len(batch) >= self.batch_size and not self._stopping.is_set():
-                            ahead = _ClaimAhead(self._claim(owner))
+                            ahead = ClaimAhead(self._claim(owner))
                         # A store failure while recording the outcome (mark_delivered,
                         # mark_failed, release) is survived like a failed claim: the batch's
                         # leases expire and its records are delivered again, under the same
@@ -290,7 +291,7 @@ class Relay:
             owner=owner, limit=self.batch_size, lease_seconds=self.lease_seconds
         )
 
-    async def _take(self, owner: str, ahead: _ClaimAhead) -> list[OutboxRecord]:
+    async def _take(self, owner: str, ahead: ClaimAhead) -> list[OutboxRecord]:
         """The batch claimed ahead; claimed again if it waited for half its lease or more."""
         batch = await ahead.task
         if time.monotonic() - ahead.started < self.lease_seconds / 2:
@@ -488,20 +489,3 @@ class Relay:
             dead=stats.dead,
             oldest_age_seconds=None if oldest is None else (utc_now() - oldest).total_seconds(),
         )
-
-
-class _ClaimAhead:
-    """A claim running while the batch before it is delivered (see ``Relay._worker``)."""
-
-    __slots__ = ("started", "task")
-
-    def __init__(self, claim: Coroutine[Any, Any, list[OutboxRecord]]) -> None:
-        self.started = time.monotonic()
-        self.task: asyncio.Task[list[OutboxRecord]] = asyncio.ensure_future(claim)
-
-    async def give_back(self, store: OutboxStore, owner: str) -> None:
-        """Let the claim finish (a cancelled one may still lease records), then release them."""
-        with contextlib.suppress(Exception):
-            batch = await self.task
-            if batch:
-                await store.release_outbox([record.outbox_id for record in batch], owner=owner)
