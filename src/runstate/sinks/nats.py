@@ -242,7 +242,11 @@ class NatsSink(BaseSink):
         # costs far less per message than nats-py's publish_async, whose future, semaphore and
         # parsed PubAck per message made up half of the relay's time.
         reply_prefix = f"{nc.new_inbox()}."
-        await nc.subscribe(f"{reply_prefix}*.*", cb=self._on_ack)
+        try:
+            await nc.subscribe(f"{reply_prefix}*.*", cb=self._on_ack)
+        except BaseException:
+            await nc.close()
+            raise
         self._reply_prefix = reply_prefix
         self._nc = nc
         self._js = nc.jetstream(timeout=self._timeout)
