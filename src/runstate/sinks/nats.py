@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
+from nats.aio.client import NO_RESPONDERS_STATUS, Client
 from nats.aio.msg import Msg
 from nats.js.api import Header
 from nats.js.client import JetStreamContext
@@ -42,8 +42,6 @@ MAX_REPLICAS = 5
 
 EXPECTED_STREAM = Header.EXPECTED_STREAM.value
 STATUS_HEADER = Header.STATUS.value
-#: The status of the answer to a publish no stream (nor any subscriber) listens to.
-NO_RESPONDERS_STATUS = "503"
 #: JetStream's error code for a message over its stream's ``max_msg_size``.
 MESSAGE_TOO_LARGE_FOR_STREAM = 10054
 
@@ -340,10 +338,6 @@ class NatsSink(BaseSink):
         acks.answer(position, ack_error(msg))
 
 
-class _NoAnswer(SinkError):
-    """The stand-in answer of a publish the server has not acknowledged (yet)."""
-
-
 class _BatchAcks:
     """The answers to one batch's publishes, and a future done once every sent one has one."""
 
@@ -378,7 +372,8 @@ class _BatchAcks:
             self.answers = [late if a is _NO_ANSWER else a for a in self.answers]
 
 
-_NO_ANSWER = _NoAnswer("no answer yet")
+#: The stand-in answer of a publish the server has not acknowledged (yet).
+_NO_ANSWER = SinkError("no answer yet")
 
 
 def ack_error(msg: Msg) -> BaseException | None:
