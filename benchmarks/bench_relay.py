@@ -153,13 +153,14 @@ async def publish_with_replies(
     # Reply subjects and one subscription for every acknowledgement: a stricter baseline than
     # publish_async, which costs a future and a parsed acknowledgement per message.
     prefix = f"{stream.nc.new_inbox()}."
-    waiting = {"left": 0}
+    left = 0
     batch_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def on_ack(msg: Any) -> None:
+        nonlocal left
         assert b'"error"' not in msg.data, msg.data
-        waiting["left"] -= 1
-        if waiting["left"] == 0:
+        left -= 1
+        if left == 0:
             batch_done.set_result(None)
 
     subscription = await stream.nc.subscribe(f"{prefix}*", cb=on_ack)
@@ -167,7 +168,7 @@ async def publish_with_replies(
     for offset in range(0, len(envelopes), batch_size):
         batch = envelopes[offset : offset + batch_size]
         batch_done = asyncio.get_running_loop().create_future()
-        waiting["left"] = len(batch)
+        left = len(batch)
         for index, (message_id, body) in enumerate(batch):
             await stream.nc.publish(
                 stream.subject, body, reply=f"{prefix}{index}", headers={"Nats-Msg-Id": message_id}
